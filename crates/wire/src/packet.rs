@@ -1,0 +1,439 @@
+//! Whole packets: [`Packet::parse`] reads an IPv4 or IPv6 packet and its transport header from
+//! bytes; [`PacketBuilder`] writes one with correct lengths and checksums.
+//!
+//! Panic contract: [`Packet::parse`] never panics, whatever the bytes (a property test feeds it
+//! random and mutated packets); builders return [`WireError::Build`] instead of panicking.
+
+use std::net::IpAddr;
+
+use crate::error::{Result, WireError};
+use crate::flow::FlowKey;
+use crate::icmp::{self, Icmpv4Repr, Icmpv6Repr};
+use crate::ipv4::Ipv4Repr;
+use crate::ipv6::{self, Ipv6Repr};
+use crate::proto::IpProto;
+use crate::tcp::TcpRepr;
+use crate::udp::UdpRepr;
+
+/// The IP header of a packet.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum IpHeader {
+    /// IPv4.
+    V4(Ipv4Repr),
+    /// IPv6 (fixed header).
+    V6(Ipv6Repr),
+}
+
+impl IpHeader {
+    /// Source address.
+    pub fn src(&self) -> IpAddr {
+        match self {
+            Self::V4(h) => h.src.into(),
+            Self::V6(h) => h.src.into(),
+        }
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> IpAddr {
+        match self {
+            Self::V4(h) => h.dst.into(),
+            Self::V6(h) => h.dst.into(),
+        }
+    }
+
+    /// TTL (IPv4) or hop limit (IPv6).
+    pub fn ttl(&self) -> u8 {
+        match self {
+            Self::V4(h) => h.ttl,
+            Self::V6(h) => h.hop_limit,
+        }
+    }
+
+    /// Sets the TTL or hop limit.
+    pub fn set_ttl(&mut self, ttl: u8) {
+        match self {
+            Self::V4(h) => h.ttl = ttl,
+            Self::V6(h) => h.hop_limit = ttl,
+        }
+    }
+
+    /// Whether this is IPv4.
+    pub fn is_ipv4(&self) -> bool {
+        matches!(self, Self::V4(_))
+    }
+
+    /// TOS (IPv4) or traffic class (IPv6).
+    pub fn dsfield(&self) -> u8 {
+        match self {
+            Self::V4(h) => h.tos,
+            Self::V6(h) => h.traffic_class,
+        }
+    }
+}
+
+/// The transport part of a parsed packet.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum Transport {
+    /// A TCP segment.
+    Tcp(TcpRepr),
+    /// A UDP datagram.
+    Udp(UdpRepr),
+    /// An ICMP message (the payload is the quoted packet for errors).
+    Icmpv4(Icmpv4Repr),
+    /// An ICMPv6 message.
+    Icmpv6(Icmpv6Repr),
+    /// A tunnelled packet (protocol 4 or 41): the payload is the inner IP packet.
+    Tunnel(IpProto),
+    /// A non-first fragment: no transport header, the payload is fragment data.
+    Fragment(IpProto),
+    /// Another protocol, not parsed.
+    Other(IpProto),
+}
+
+/// A parsed packet: headers by value, payload borrowed from the buffer.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Packet<'a> {
+    /// IP header.
+    pub ip: IpHeader,
+    /// Transport header.
+    pub transport: Transport,
+    /// Bytes after the transport header (the tunnelled packet, the ICMP quote, TCP data...).
+    pub payload: &'a [u8],
+    /// Offset of the transport header (after IPv6 extension headers).
+    pub transport_offset: usize,
+    /// Length of the packet (IPv4 total length, or 40 + IPv6 payload length).
+    pub len: usize,
+    /// IPv6 fragment header, when present: (offset in bytes, more fragments, identification).
+    pub ipv6_frag: Option<(u16, bool, u32)>,
+}
+
+impl<'a> Packet<'a> {
+    /// Parses an IPv4 or IPv6 packet. With `verify`, every checksum is checked (IPv4 header,
+    /// TCP, UDP, ICMP, ICMPv6), except transport checksums of fragments, which cover bytes
+    /// that are not there.
+    ///
+    /// # Errors
+    /// Any [`WireError`] describing what is wrong and where.
+    pub fn parse(buf: &'a [u8], verify: bool) -> Result<Self> {
+        match buf.first().map(|b| b >> 4) {
+            Some(4) => Self::parse_v4(buf, verify),
+            Some(6) => Self::parse_v6(buf, verify),
+            Some(version) => Err(WireError::BadVersion { offset: 0, version, expected: "4 or 6" }),
+            None => Err(WireError::Truncated {
+                layer: crate::error::Layer::Ipv4,
+                offset: 0,
+                needed: 1,
+                available: 0,
+                what: "IP version",
+            }),
+        }
+    }
+
+    fn parse_v4(buf: &'a [u8], verify: bool) -> Result<Self> {
+        let (h, len) = Ipv4Repr::parse(buf, verify)?;
+        let off = h.header_len();
+        let body = &buf[off..len];
+        let (transport, payload) = if h.frag_offset != 0 {
+            (Transport::Fragment(h.proto), body)
+        } else {
+            let addrs = (verify && !h.more_frags).then_some((h.src.into(), h.dst.into()));
+            parse_transport(h.proto, body, off, addrs, verify && !h.more_frags)?
+        };
+        Ok(Self { ip: IpHeader::V4(h), transport, payload, transport_offset: off, len, ipv6_frag: None })
+    }
+
+    fn parse_v6(buf: &'a [u8], verify: bool) -> Result<Self> {
+        let (h, len) = Ipv6Repr::parse(buf)?;
+        let ul = icmp::upper_layer_v6(buf, len)?;
+        let body = &buf[ul.offset..len];
+        let (transport, payload) = match ul.frag {
+            Some((o, _, _)) if o != 0 => (Transport::Fragment(ul.proto), body),
+            Some(_) => parse_transport(ul.proto, body, ul.offset, None, false)?,
+            None => {
+                let addrs = verify.then_some((h.src.into(), h.dst.into()));
+                parse_transport(ul.proto, body, ul.offset, addrs, verify)?
+            }
+        };
+        Ok(Self {
+            ip: IpHeader::V6(h),
+            transport,
+            payload,
+            transport_offset: ul.offset,
+            len,
+            ipv6_frag: ul.frag,
+        })
+    }
+
+    /// Source address.
+    pub fn src(&self) -> IpAddr {
+        self.ip.src()
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> IpAddr {
+        self.ip.dst()
+    }
+
+    /// The upper-layer protocol (past IPv6 extension headers).
+    pub fn proto(&self) -> IpProto {
+        match self.transport {
+            Transport::Tcp(_) => IpProto::Tcp,
+            Transport::Udp(_) => IpProto::Udp,
+            Transport::Icmpv4(_) => IpProto::Icmp,
+            Transport::Icmpv6(_) => IpProto::Icmpv6,
+            Transport::Tunnel(p) | Transport::Fragment(p) | Transport::Other(p) => p,
+        }
+    }
+
+    /// The packet's flow: addresses, protocol, ports (TCP/UDP; zero otherwise) and, for IPv6,
+    /// the flow label.
+    pub fn flow_key(&self) -> FlowKey {
+        let (sport, dport) = match self.transport {
+            Transport::Tcp(t) => (t.sport, t.dport),
+            Transport::Udp(u) => (u.sport, u.dport),
+            _ => (0, 0),
+        };
+        match self.ip {
+            IpHeader::V4(h) => FlowKey::v4(h.src, h.dst, self.proto(), sport, dport),
+            IpHeader::V6(h) => FlowKey::v6(h.src, h.dst, self.proto(), sport, dport, h.flow_label),
+        }
+    }
+
+    /// For an ICMP or ICMPv6 error, the flow of the packet it quotes; `None` for any other
+    /// packet.
+    ///
+    /// # Errors
+    /// The quote does not parse as far as the ports.
+    pub fn icmp_quoted_flow(&self) -> Result<Option<FlowKey>> {
+        let is_error = match self.transport {
+            Transport::Icmpv4(m) => m.is_error(),
+            Transport::Icmpv6(m) => m.is_error(),
+            _ => false,
+        };
+        if is_error { icmp::quoted_flow(self.payload).map(Some) } else { Ok(None) }
+    }
+
+    /// The TCP header, if this is a TCP segment.
+    pub fn tcp(&self) -> Option<&TcpRepr> {
+        match &self.transport {
+            Transport::Tcp(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+fn parse_transport(
+    proto: IpProto,
+    body: &[u8],
+    off: usize,
+    addrs: Option<(IpAddr, IpAddr)>,
+    verify: bool,
+) -> Result<(Transport, &[u8])> {
+    Ok(match proto {
+        IpProto::Tcp => {
+            let (t, hlen) = TcpRepr::parse(body, off, addrs)?;
+            (Transport::Tcp(t), &body[hlen..])
+        }
+        IpProto::Udp => {
+            let (u, len) = UdpRepr::parse(body, off, addrs)?;
+            (Transport::Udp(u), &body[crate::udp::HEADER_LEN..len])
+        }
+        IpProto::Icmp => {
+            let m = Icmpv4Repr::parse(body, off, verify)?;
+            (Transport::Icmpv4(m), &body[icmp::HEADER_LEN..])
+        }
+        IpProto::Icmpv6 => {
+            let v6 = addrs.and_then(|(s, d)| match (s, d) {
+                (IpAddr::V6(s), IpAddr::V6(d)) => Some((s, d)),
+                _ => None,
+            });
+            let m = Icmpv6Repr::parse(body, off, v6)?;
+            (Transport::Icmpv6(m), &body[icmp::HEADER_LEN..])
+        }
+        IpProto::Ipip | IpProto::Ipv6 => (Transport::Tunnel(proto), body),
+        other => (Transport::Other(other), body),
+    })
+}
+
+/// Builds packets from one IP header template. Lengths, protocol numbers and checksums are
+/// filled in.
+///
+/// ```
+/// use tierlab_wire::{Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq};
+/// let syn = TcpRepr { sport: 40000, dport: 80, seq: TcpSeq(1), flags: TcpFlags::SYN,
+///                     window: 64240, mss: Some(1460), ..TcpRepr::default() };
+/// let bytes = PacketBuilder::new("203.0.113.7".parse()?, "198.51.100.1".parse()?)?
+///     .tcp(&syn, &[])?;
+/// let p = Packet::parse(&bytes, true)?;
+/// assert_eq!(p.tcp().unwrap().mss, Some(1460));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct PacketBuilder {
+    ip: IpHeader,
+}
+
+impl PacketBuilder {
+    /// A builder with Linux's defaults (TTL/hop limit 64, DF set for IPv4, TOS 0, label 0).
+    ///
+    /// # Errors
+    /// [`WireError::MixedFamilies`] when the addresses are of different families.
+    pub fn new(src: IpAddr, dst: IpAddr) -> Result<Self> {
+        Ok(Self {
+            ip: match (src, dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => IpHeader::V4(Ipv4Repr::new(s, d, IpProto::Tcp)),
+                (IpAddr::V6(s), IpAddr::V6(d)) => IpHeader::V6(Ipv6Repr::new(s, d, IpProto::Tcp)),
+                _ => return Err(WireError::MixedFamilies),
+            },
+        })
+    }
+
+    /// A builder from a full header (its protocol field is replaced by what is built).
+    pub fn from_header(ip: IpHeader) -> Self {
+        Self { ip }
+    }
+
+    /// The header template.
+    pub fn header(&self) -> &IpHeader {
+        &self.ip
+    }
+
+    /// Sets TTL / hop limit.
+    pub fn ttl(mut self, ttl: u8) -> Self {
+        self.ip.set_ttl(ttl);
+        self
+    }
+
+    /// Sets the IPv4 identification (ignored for IPv6).
+    pub fn ident(mut self, ident: u16) -> Self {
+        if let IpHeader::V4(h) = &mut self.ip {
+            h.ident = ident;
+        }
+        self
+    }
+
+    /// Sets or clears the IPv4 DF flag (ignored for IPv6).
+    pub fn dont_frag(mut self, df: bool) -> Self {
+        if let IpHeader::V4(h) = &mut self.ip {
+            h.dont_frag = df;
+        }
+        self
+    }
+
+    /// Sets the IPv6 flow label (ignored for IPv4).
+    pub fn flow_label(mut self, label: u32) -> Self {
+        if let IpHeader::V6(h) = &mut self.ip {
+            h.flow_label = label & crate::flow::FLOW_LABEL_MASK;
+        }
+        self
+    }
+
+    /// Sets TOS / traffic class.
+    pub fn dsfield(mut self, ds: u8) -> Self {
+        match &mut self.ip {
+            IpHeader::V4(h) => h.tos = ds,
+            IpHeader::V6(h) => h.traffic_class = ds,
+        }
+        self
+    }
+
+    /// Builds a TCP segment.
+    ///
+    /// # Errors
+    /// [`WireError::Build`] when the packet would exceed 65,535 bytes.
+    pub fn tcp(&self, tcp: &TcpRepr, payload: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.tcp_into(tcp, payload, &mut out)?;
+        Ok(out)
+    }
+
+    /// Builds a TCP segment into `out` (cleared first), reusing its allocation.
+    ///
+    /// # Errors
+    /// As [`PacketBuilder::tcp`].
+    pub fn tcp_into(&self, tcp: &TcpRepr, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let l4 = tcp.header_len() + payload.len();
+        let off = self.start(out, IpProto::Tcp, l4)?;
+        tcp.emit(&mut out[off..], payload, self.ip.src(), self.ip.dst())
+    }
+
+    /// Builds a UDP datagram.
+    ///
+    /// # Errors
+    /// [`WireError::Build`] when too long.
+    pub fn udp(&self, udp: &UdpRepr, payload: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let off = self.start(&mut out, IpProto::Udp, crate::udp::HEADER_LEN + payload.len())?;
+        udp.emit(&mut out[off..], payload, self.ip.src(), self.ip.dst())?;
+        Ok(out)
+    }
+
+    /// Builds an ICMP (v4) message; the builder must be IPv4.
+    ///
+    /// # Errors
+    /// [`WireError::Build`] for an IPv6 builder or a message too long.
+    pub fn icmpv4(&self, msg: &Icmpv4Repr, body: &[u8]) -> Result<Vec<u8>> {
+        if !self.ip.is_ipv4() {
+            return Err(WireError::Build("ICMP (v4) over IPv6"));
+        }
+        let mut out = Vec::new();
+        let off = self.start(&mut out, IpProto::Icmp, icmp::HEADER_LEN + body.len())?;
+        msg.emit(&mut out[off..], body)?;
+        Ok(out)
+    }
+
+    /// Builds an ICMPv6 message; the builder must be IPv6.
+    ///
+    /// # Errors
+    /// [`WireError::Build`] for an IPv4 builder or a message too long.
+    pub fn icmpv6(&self, msg: &Icmpv6Repr, body: &[u8]) -> Result<Vec<u8>> {
+        let IpHeader::V6(h) = self.ip else {
+            return Err(WireError::Build("ICMPv6 over IPv4"));
+        };
+        let mut out = Vec::new();
+        let off = self.start(&mut out, IpProto::Icmpv6, icmp::HEADER_LEN + body.len())?;
+        msg.emit(&mut out[off..], body, h.src, h.dst)?;
+        Ok(out)
+    }
+
+    /// Builds a packet of protocol `proto` whose payload is `payload` as is (e.g. a tunnelled
+    /// packet for protocols 4 and 41).
+    ///
+    /// # Errors
+    /// [`WireError::Build`] when too long.
+    pub fn raw(&self, proto: IpProto, payload: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.raw_into(proto, payload, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`PacketBuilder::raw`], into `out` (cleared first).
+    ///
+    /// # Errors
+    /// [`WireError::Build`] when too long.
+    pub fn raw_into(&self, proto: IpProto, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        let off = self.start(out, proto, payload.len())?;
+        out[off..].copy_from_slice(payload);
+        Ok(())
+    }
+
+    /// Clears `out`, sizes it for the packet, writes the IP header; returns the payload offset.
+    fn start(&self, out: &mut Vec<u8>, proto: IpProto, l4_len: usize) -> Result<usize> {
+        out.clear();
+        match self.ip {
+            IpHeader::V4(mut h) => {
+                h.proto = proto;
+                let hl = h.header_len();
+                out.resize(hl + l4_len, 0);
+                h.emit(out, l4_len)?;
+                Ok(hl)
+            }
+            IpHeader::V6(mut h) => {
+                h.next_header = proto;
+                out.resize(ipv6::HEADER_LEN + l4_len, 0);
+                h.emit(out, l4_len)?;
+                Ok(ipv6::HEADER_LEN)
+            }
+        }
+    }
+}
