@@ -10,11 +10,13 @@ use std::io::BufWriter;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use tierlab_ipip::ipvs::{TunConfig, TunOutput, tun_xmit};
 use tierlab_ipip::TunnelEndpoint;
+use tierlab_ipip::ipvs::{TunConfig, TunOutput, tun_xmit};
 use tierlab_wire::frag::{Reassembler, Reassembly};
 use tierlab_wire::pcap::PcapWriter;
-use tierlab_wire::{Duration, Instant, IpHeader, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq, Transport};
+use tierlab_wire::{
+    Duration, Instant, IpHeader, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq, Transport,
+};
 
 use super::CliError;
 
@@ -28,7 +30,9 @@ pub(crate) struct DemoArgs {
 
 impl Default for DemoArgs {
     fn default() -> Self {
-        Self { pcap: PathBuf::from("demo.pcap") }
+        Self {
+            pcap: PathBuf::from("demo.pcap"),
+        }
     }
 }
 
@@ -39,8 +43,15 @@ struct Demo {
 
 impl Demo {
     fn emit(&mut self, who: &str, bytes: &[u8]) -> Result<(), CliError> {
-        self.pcap.write_packet(self.now, bytes).map_err(|e| CliError::Failed(e.to_string()))?;
-        println!("{:>12}  {:<10} {}", self.now.to_string(), who, describe(bytes));
+        self.pcap
+            .write_packet(self.now, bytes)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        println!(
+            "{:>12}  {:<10} {}",
+            self.now.to_string(),
+            who,
+            describe(bytes)
+        );
         self.now += Duration::from_micros(100);
         Ok(())
     }
@@ -50,14 +61,36 @@ impl Demo {
 pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
     let file = File::create(&args.pcap)
         .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", args.pcap.display())))?;
-    let pcap = PcapWriter::new(BufWriter::new(file)).map_err(|e| CliError::Failed(e.to_string()))?;
-    let mut demo = Demo { pcap, now: Instant::ZERO };
+    let pcap =
+        PcapWriter::new(BufWriter::new(file)).map_err(|e| CliError::Failed(e.to_string()))?;
+    let mut demo = Demo {
+        pcap,
+        now: Instant::ZERO,
+    };
     let fail = |e: &dyn std::fmt::Display| CliError::Failed(e.to_string());
 
     let cases: [(&str, &str, &str, &str, usize); 3] = [
-        ("203.0.113.184", "198.51.100.1", "192.0.2.4", "192.0.2.101", 0),
-        ("2001:db8::cb00:71b8", "2001:db8::c633:6401", "2001:db8:0:1::4", "2001:db8:0:1::101", 0),
-        ("203.0.113.184", "198.51.100.1", "192.0.2.4", "192.0.2.101", 1460),
+        (
+            "203.0.113.184",
+            "198.51.100.1",
+            "192.0.2.4",
+            "192.0.2.101",
+            0,
+        ),
+        (
+            "2001:db8::cb00:71b8",
+            "2001:db8::c633:6401",
+            "2001:db8:0:1::4",
+            "2001:db8:0:1::101",
+            0,
+        ),
+        (
+            "203.0.113.184",
+            "198.51.100.1",
+            "192.0.2.4",
+            "192.0.2.101",
+            1460,
+        ),
     ];
     for (i, (client, vip, director, proxy, data)) in cases.into_iter().enumerate() {
         let (client, vip): (IpAddr, IpAddr) = (parse(client)?, parse(vip)?);
@@ -67,7 +100,11 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
             dport: 80,
             seq: TcpSeq(1_000_000 * (i as u32 + 1)),
             ack: TcpSeq(if data > 0 { 7 } else { 0 }),
-            flags: if data > 0 { TcpFlags::ACK | TcpFlags::PSH } else { TcpFlags::SYN },
+            flags: if data > 0 {
+                TcpFlags::ACK | TcpFlags::PSH
+            } else {
+                TcpFlags::SYN
+            },
             window: 64_240,
             mss: (data == 0).then_some(1460),
             window_scale: (data == 0).then_some(7),
@@ -79,10 +116,18 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
             .tcp(&tcp, &vec![b'x'; data])
             .map_err(|e| fail(&e))?;
         demo.emit("client", &packet)?;
-        let out = tun_xmit(&packet, director, proxy, &TunConfig::default(), 0x1000 + i as u16)
-            .map_err(|e| fail(&e))?;
+        let out = tun_xmit(
+            &packet,
+            director,
+            proxy,
+            &TunConfig::default(),
+            0x1000 + i as u16,
+        )
+        .map_err(|e| fail(&e))?;
         let TunOutput::Forward(outer) = out else {
-            return Err(CliError::Failed(format!("director did not forward: {out:?}")));
+            return Err(CliError::Failed(format!(
+                "director did not forward: {out:?}"
+            )));
         };
         let endpoint = TunnelEndpoint::new(proxy, [vip], 1500, false);
         let mut reassembler = Reassembler::new();
@@ -94,17 +139,27 @@ pub(crate) fn run(args: &DemoArgs) -> Result<(), CliError> {
                 Reassembly::Pending | Reassembly::Duplicate => continue,
             };
             let inner = endpoint.decap(&whole).map_err(|e| fail(&e))?;
-            println!("{:>12}  {:<10} decapsulated: {}", "", "proxy", describe(&inner.inner));
+            println!(
+                "{:>12}  {:<10} decapsulated: {}",
+                "",
+                "proxy",
+                describe(&inner.inner)
+            );
         }
     }
     let records = demo.pcap.records();
     demo.pcap.finish().map_err(|e| fail(&e))?;
-    println!("wrote {records} packets to {} (read it with: tcpdump -r {} -vv -n)", args.pcap.display(), args.pcap.display());
+    println!(
+        "wrote {records} packets to {} (read it with: tcpdump -r {} -vv -n)",
+        args.pcap.display(),
+        args.pcap.display()
+    );
     Ok(())
 }
 
 fn parse(s: &str) -> Result<IpAddr, CliError> {
-    s.parse().map_err(|e| CliError::Failed(format!("built-in address {s}: {e}")))
+    s.parse()
+        .map_err(|e| CliError::Failed(format!("built-in address {s}: {e}")))
 }
 
 /// A one-line, tcpdump-like description of a packet (nested for IPIP).
@@ -116,7 +171,10 @@ fn describe(bytes: &[u8]) -> String {
             if let IpHeader::V4(h) = p.ip {
                 if h.is_fragment() {
                     let mf = if h.more_frags { " MF" } else { "" };
-                    return format!("{base} {} fragment id {:#06x} offset {}{mf}", h.proto, h.ident, h.frag_offset);
+                    return format!(
+                        "{base} {} fragment id {:#06x} offset {}{mf}",
+                        h.proto, h.ident, h.frag_offset
+                    );
                 }
             }
             match p.transport {

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use thiserror::Error;
-use tierlab_wire::{IpHeader, IpProto, Packet, Transport, WireError, ipv4};
+use tierlab_wire::{IpHeader, IpProto, Packet, Transport, Verify, WireError, ipv4};
 
 use crate::encap::TunnelError;
 use crate::ipvs::{TunOutput, xmit};
@@ -83,8 +83,18 @@ impl TunnelEndpoint {
     /// An endpoint at `local` accepting inner packets to `vips`, sending on a link of `mtu`
     /// bytes; oversized packets it sends are fragmented silently (`pmtu_disc=false`) or
     /// answered with an ICMP error (`true`).
-    pub fn new(local: IpAddr, vips: impl IntoIterator<Item = IpAddr>, mtu: u16, pmtu_disc: bool) -> Self {
-        Self { local, vips: vips.into_iter().collect(), mtu, pmtu_disc }
+    pub fn new(
+        local: IpAddr,
+        vips: impl IntoIterator<Item = IpAddr>,
+        mtu: u16,
+        pmtu_disc: bool,
+    ) -> Self {
+        Self {
+            local,
+            vips: vips.into_iter().collect(),
+            mtu,
+            pmtu_disc,
+        }
     }
 
     /// The local outer address.
@@ -107,9 +117,12 @@ impl TunnelEndpoint {
     /// # Errors
     /// [`DecapError`] naming why the packet is refused.
     pub fn decap<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
-        let outer = Packet::parse(packet, true).map_err(DecapError::Outer)?;
+        let outer = Packet::parse_with(packet, Verify::IpHeader).map_err(DecapError::Outer)?;
         if outer.dst() != self.local {
-            return Err(DecapError::NotLocal { dst: outer.dst(), local: self.local });
+            return Err(DecapError::NotLocal {
+                dst: outer.dst(),
+                local: self.local,
+            });
         }
         let proto = match outer.transport {
             Transport::Tunnel(p) => p,
@@ -125,7 +138,9 @@ impl TunnelEndpoint {
         if version != expected {
             return Err(DecapError::FamilyMismatch { proto, version });
         }
-        let inner = Packet::parse(inner_bytes, true).map_err(DecapError::Inner)?;
+        // The inner packet goes through `ip_rcv` again after decapsulation: its IPv4 header
+        // checksum is checked there; its transport checksum is the receiving stack's business.
+        let inner = Packet::parse_with(inner_bytes, Verify::IpHeader).map_err(DecapError::Inner)?;
         if !self.vips.contains(&inner.dst()) {
             return Err(DecapError::NotAcceptedVip(inner.dst()));
         }
@@ -139,7 +154,10 @@ impl TunnelEndpoint {
         } else {
             Cow::Owned(mark_ce(bytes))
         };
-        Ok(Decapsulated { outer: outer.ip, inner })
+        Ok(Decapsulated {
+            outer: outer.ip,
+            inner,
+        })
     }
 
     /// Sends `inner` through the tunnel to `remote`: encapsulates it (TTL and DS inherited),
@@ -150,7 +168,15 @@ impl TunnelEndpoint {
     /// # Errors
     /// [`TunnelError`] when the inner packet does not parse or `remote` is of the other family.
     pub fn send(&self, inner: &[u8], remote: IpAddr, ident: u16) -> Result<TunOutput, TunnelError> {
-        xmit(inner, self.local, remote, self.mtu, self.pmtu_disc, false, ident)
+        xmit(
+            inner,
+            self.local,
+            remote,
+            self.mtu,
+            self.pmtu_disc,
+            false,
+            ident,
+        )
     }
 }
 
@@ -176,28 +202,46 @@ mod tests {
     use tierlab_wire::{PacketBuilder, TcpFlags, TcpRepr};
 
     fn syn(src: &str, dst: &str, ds: u8) -> Vec<u8> {
-        let t = TcpRepr { sport: 40000, dport: 80, flags: TcpFlags::SYN, ..TcpRepr::default() };
-        PacketBuilder::new(src.parse().unwrap(), dst.parse().unwrap()).unwrap().dsfield(ds).tcp(&t, &[]).unwrap()
+        let t = TcpRepr {
+            sport: 40000,
+            dport: 80,
+            flags: TcpFlags::SYN,
+            ..TcpRepr::default()
+        };
+        PacketBuilder::new(src.parse().unwrap(), dst.parse().unwrap())
+            .unwrap()
+            .dsfield(ds)
+            .tcp(&t, &[])
+            .unwrap()
     }
 
     fn endpoint() -> TunnelEndpoint {
         TunnelEndpoint::new(
             "192.0.2.101".parse().unwrap(),
-            ["198.51.100.1".parse().unwrap(), "2001:db8::c633:6401".parse().unwrap()],
+            [
+                "198.51.100.1".parse().unwrap(),
+                "2001:db8::c633:6401".parse().unwrap(),
+            ],
             1500,
             false,
         )
     }
 
     fn wrap(inner: &[u8], dst: &str, ds: DsMode) -> Vec<u8> {
-        let p = EncapParams { ds, ..EncapParams::ipvs("192.0.2.4".parse().unwrap(), dst.parse().unwrap(), false, 1) };
+        let p = EncapParams {
+            ds,
+            ..EncapParams::ipvs("192.0.2.4".parse().unwrap(), dst.parse().unwrap(), false, 1)
+        };
         encapsulate(inner, &p).unwrap()
     }
 
     #[test]
     fn accepts_both_inner_families() {
         let e = endpoint();
-        for inner in [syn("203.0.113.7", "198.51.100.1", 0), syn("2001:db8::cb00:7107", "2001:db8::c633:6401", 0)] {
+        for inner in [
+            syn("203.0.113.7", "198.51.100.1", 0),
+            syn("2001:db8::cb00:7107", "2001:db8::c633:6401", 0),
+        ] {
             let outer = wrap(&inner, "192.0.2.101", DsMode::Inherit);
             let d = e.decap(&outer).unwrap();
             assert_eq!(d.inner.as_ref(), inner.as_slice());
@@ -209,7 +253,10 @@ mod tests {
     fn typed_refusals() {
         let e = endpoint();
         let inner = syn("203.0.113.7", "198.51.100.1", 0);
-        assert!(matches!(e.decap(&wrap(&inner, "192.0.2.102", DsMode::Inherit)), Err(DecapError::NotLocal { .. })));
+        assert!(matches!(
+            e.decap(&wrap(&inner, "192.0.2.102", DsMode::Inherit)),
+            Err(DecapError::NotLocal { .. })
+        ));
         let other_vip = syn("203.0.113.7", "198.51.100.9", 0);
         assert_eq!(
             e.decap(&wrap(&other_vip, "192.0.2.101", DsMode::Inherit)),
@@ -221,7 +268,10 @@ mod tests {
         mismatched[9] = 41;
         let c = ipv4::internet_checksum(&mismatched[..20], Some(10));
         mismatched[10..12].copy_from_slice(&c.to_be_bytes());
-        assert!(matches!(e.decap(&mismatched), Err(DecapError::FamilyMismatch { version: 4, .. })));
+        assert!(matches!(
+            e.decap(&mismatched),
+            Err(DecapError::FamilyMismatch { version: 4, .. })
+        ));
         assert!(matches!(e.decap(&[0x45, 0, 0]), Err(DecapError::Outer(_))));
     }
 
@@ -229,7 +279,10 @@ mod tests {
     fn ecn_decapsulation_rules() {
         let e = endpoint();
         let not_ect = syn("203.0.113.7", "198.51.100.1", 0);
-        assert_eq!(e.decap(&wrap(&not_ect, "192.0.2.101", DsMode::Fixed(3))), Err(DecapError::EcnCeOnNotEct));
+        assert_eq!(
+            e.decap(&wrap(&not_ect, "192.0.2.101", DsMode::Fixed(3))),
+            Err(DecapError::EcnCeOnNotEct)
+        );
         let ect0 = syn("203.0.113.7", "198.51.100.1", 2);
         let outer = wrap(&ect0, "192.0.2.101", DsMode::Fixed(3));
         let d = e.decap(&outer).unwrap();
@@ -245,14 +298,25 @@ mod tests {
     fn outer_fragments_must_be_reassembled_first() {
         let e = endpoint();
         let big = {
-            let t = TcpRepr { sport: 1, dport: 80, flags: TcpFlags::ACK, ..TcpRepr::default() };
-            PacketBuilder::new("203.0.113.7".parse().unwrap(), "198.51.100.1".parse().unwrap())
-                .unwrap()
-                .tcp(&t, &[0u8; 1460])
-                .unwrap()
+            let t = TcpRepr {
+                sport: 1,
+                dport: 80,
+                flags: TcpFlags::ACK,
+                ..TcpRepr::default()
+            };
+            PacketBuilder::new(
+                "203.0.113.7".parse().unwrap(),
+                "198.51.100.1".parse().unwrap(),
+            )
+            .unwrap()
+            .tcp(&t, &[0u8; 1460])
+            .unwrap()
         };
         let sender = TunnelEndpoint::new("192.0.2.4".parse().unwrap(), [], 1500, false);
-        let TunOutput::Forward(frags) = sender.send(&big, "192.0.2.101".parse().unwrap(), 5).unwrap() else {
+        let TunOutput::Forward(frags) = sender
+            .send(&big, "192.0.2.101".parse().unwrap(), 5)
+            .unwrap()
+        else {
             panic!("expected fragments")
         };
         assert_eq!(frags.len(), 2);

@@ -71,7 +71,11 @@ impl EncapParams {
             src,
             dst,
             ttl: TtlMode::Inherit,
-            df: if pmtu_disc { DfMode::Copy } else { DfMode::Clear },
+            df: if pmtu_disc {
+                DfMode::Copy
+            } else {
+                DfMode::Clear
+            },
             ds: DsMode::Inherit,
             ident,
         }
@@ -100,7 +104,11 @@ pub enum TunnelError {
 
 /// Bytes added by the outer header for an outer address family (20 for IPv4, 40 for IPv6).
 pub fn overhead(outer: IpAddr) -> usize {
-    if outer.is_ipv4() { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN }
+    if outer.is_ipv4() {
+        ipv4::HEADER_LEN
+    } else {
+        ipv6::HEADER_LEN
+    }
 }
 
 /// ECN field rule of RFC 6040 normal mode, as `INET_ECN_encapsulate(outer, inner)`.
@@ -126,11 +134,19 @@ pub fn encapsulate(inner: &[u8], p: &EncapParams) -> Result<Vec<u8>, TunnelError
 ///
 /// # Errors
 /// As [`encapsulate`].
-pub fn encapsulate_into(inner: &[u8], p: &EncapParams, out: &mut Vec<u8>) -> Result<(), TunnelError> {
+pub fn encapsulate_into(
+    inner: &[u8],
+    p: &EncapParams,
+    out: &mut Vec<u8>,
+) -> Result<(), TunnelError> {
     let (inner_ttl, inner_ds, inner_df, len, proto) = inner_fields(inner)?;
     let inner = &inner[..len];
     // IPv4 limits the total length, IPv6 the payload length, to 65,535 bytes.
-    let limited = if p.dst.is_ipv4() { len + ipv4::HEADER_LEN } else { len };
+    let limited = if p.dst.is_ipv4() {
+        len + ipv4::HEADER_LEN
+    } else {
+        len
+    };
     if limited > usize::from(u16::MAX) {
         return Err(TunnelError::TooLong(len + overhead(p.dst)));
     }
@@ -154,9 +170,11 @@ pub fn encapsulate_into(inner: &[u8], p: &EncapParams, out: &mut Vec<u8>) -> Res
             },
             ..Ipv4Repr::new(s, d, proto)
         }),
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            IpHeader::V6(Ipv6Repr { hop_limit: ttl, traffic_class: ds, ..Ipv6Repr::new(s, d, proto) })
-        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => IpHeader::V6(Ipv6Repr {
+            hop_limit: ttl,
+            traffic_class: ds,
+            ..Ipv6Repr::new(s, d, proto)
+        }),
         (src, dst) => return Err(TunnelError::MixedOuterFamilies { src, dst }),
     };
     PacketBuilder::from_header(header)
@@ -175,9 +193,11 @@ pub(crate) fn inner_fields(inner: &[u8]) -> Result<(u8, u8, bool, usize, IpProto
             let (h, len) = Ipv6Repr::parse(inner).map_err(TunnelError::Inner)?;
             Ok((h.hop_limit, h.traffic_class, false, len, IpProto::Ipv6))
         }
-        Some(version) => {
-            Err(TunnelError::Inner(WireError::BadVersion { offset: 0, version, expected: "4 or 6" }))
-        }
+        Some(version) => Err(TunnelError::Inner(WireError::BadVersion {
+            offset: 0,
+            version,
+            expected: "4 or 6",
+        })),
         None => Err(TunnelError::Inner(WireError::Build("empty inner packet"))),
     }
 }
@@ -188,7 +208,13 @@ mod tests {
     use tierlab_wire::{Packet, TcpFlags, TcpRepr, Transport};
 
     fn syn(src: &str, dst: &str) -> Vec<u8> {
-        let t = TcpRepr { sport: 40000, dport: 80, flags: TcpFlags::SYN, mss: Some(1460), ..TcpRepr::default() };
+        let t = TcpRepr {
+            sport: 40000,
+            dport: 80,
+            flags: TcpFlags::SYN,
+            mss: Some(1460),
+            ..TcpRepr::default()
+        };
         PacketBuilder::new(src.parse().unwrap(), dst.parse().unwrap())
             .unwrap()
             .ttl(61)
@@ -202,7 +228,10 @@ mod tests {
         let v4 = syn("203.0.113.7", "198.51.100.1");
         let v6 = syn("2001:db8::cb00:7107", "2001:db8::c633:6401");
         let o4 = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let o6 = ("2001:db8:1::1".parse().unwrap(), "2001:db8:1::2".parse().unwrap());
+        let o6 = (
+            "2001:db8:1::1".parse().unwrap(),
+            "2001:db8:1::2".parse().unwrap(),
+        );
         for (inner, (src, dst), proto) in [
             (&v4, o4, IpProto::Ipip),
             (&v6, o4, IpProto::Ipv6),
@@ -225,7 +254,10 @@ mod tests {
         let v4 = syn("203.0.113.7", "198.51.100.1"); // DF set by default
         let (s, d) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let df = |mode| {
-            let p = EncapParams { df: mode, ..EncapParams::ipvs(s, d, false, 0) };
+            let p = EncapParams {
+                df: mode,
+                ..EncapParams::ipvs(s, d, false, 0)
+            };
             let out = encapsulate(&v4, &p).unwrap();
             match Packet::parse(&out, true).unwrap().ip {
                 IpHeader::V4(h) => h.dont_frag,
@@ -240,13 +272,20 @@ mod tests {
 
     #[test]
     fn bad_inner_and_mixed_outer_are_errors() {
-        let (s4, d6): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let (s4, d6): (IpAddr, IpAddr) =
+            ("192.0.2.1".parse().unwrap(), "2001:db8::2".parse().unwrap());
         let v4 = syn("203.0.113.7", "198.51.100.1");
         assert!(matches!(
             encapsulate(&v4, &EncapParams::ipvs(s4, d6, false, 0)),
             Err(TunnelError::MixedOuterFamilies { .. })
         ));
-        assert!(matches!(encapsulate(&[0x45, 0], &EncapParams::ipvs(s4, s4, false, 0)), Err(TunnelError::Inner(_))));
-        assert!(matches!(encapsulate(&[], &EncapParams::ipvs(s4, s4, false, 0)), Err(TunnelError::Inner(_))));
+        assert!(matches!(
+            encapsulate(&[0x45, 0], &EncapParams::ipvs(s4, s4, false, 0)),
+            Err(TunnelError::Inner(_))
+        ));
+        assert!(matches!(
+            encapsulate(&[], &EncapParams::ipvs(s4, s4, false, 0)),
+            Err(TunnelError::Inner(_))
+        ));
     }
 }

@@ -44,7 +44,10 @@ pub struct TunConfig {
 
 impl Default for TunConfig {
     fn default() -> Self {
-        Self { pmtu_disc: false, route_mtu: 1500 }
+        Self {
+            pmtu_disc: false,
+            route_mtu: 1500,
+        }
     }
 }
 
@@ -83,7 +86,15 @@ pub fn tun_xmit(
     cfg: &TunConfig,
     ident: u16,
 ) -> Result<TunOutput, TunnelError> {
-    xmit(inner, director, dest, cfg.route_mtu, cfg.pmtu_disc, true, ident)
+    xmit(
+        inner,
+        director,
+        dest,
+        cfg.route_mtu,
+        cfg.pmtu_disc,
+        true,
+        ident,
+    )
 }
 
 /// The shared transmit path: IPVS forwarding (`forwarding = true`: TTL checked and
@@ -97,19 +108,30 @@ pub(crate) fn xmit(
     forwarding: bool,
     ident: u16,
 ) -> Result<TunOutput, TunnelError> {
-    let cfg = TunConfig { pmtu_disc, route_mtu };
+    let cfg = TunConfig {
+        pmtu_disc,
+        route_mtu,
+    };
     let parsed = Packet::parse(inner, false).map_err(TunnelError::Inner)?;
     let len = parsed.len;
     let vip = parsed.dst();
-    let is_icmp = matches!(parsed.transport, Transport::Icmpv4(_) | Transport::Icmpv6(_));
+    let is_icmp = matches!(
+        parsed.transport,
+        Transport::Icmpv4(_) | Transport::Icmpv6(_)
+    );
     let not_first_fragment = matches!(parsed.transport, Transport::Fragment(_));
     if director.is_ipv4() != dest.is_ipv4() {
-        return Err(TunnelError::MixedOuterFamilies { src: director, dst: dest });
+        return Err(TunnelError::MixedOuterFamilies {
+            src: director,
+            dst: dest,
+        });
     }
 
     // 1. TTL check and decrement.
     if forwarding && parsed.ip.ttl() <= 1 {
-        let icmp = build_error(&inner[..len], vip, IcmpError::TtlExceeded, ident).ok().flatten();
+        let icmp = build_error(&inner[..len], vip, IcmpError::TtlExceeded, ident)
+            .ok()
+            .flatten();
         return Ok(TunOutput::TtlExpired { icmp });
     }
     let mut inner = inner[..len].to_vec();
@@ -138,13 +160,28 @@ pub(crate) fn xmit(
         let icmp = if is_icmp || not_first_fragment {
             None
         } else {
-            build_error(&inner, vip, IcmpError::TooBig { mtu: tun_mtu as u32 }, ident).ok().flatten()
+            build_error(
+                &inner,
+                vip,
+                IcmpError::TooBig {
+                    mtu: tun_mtu as u32,
+                },
+                ident,
+            )
+            .ok()
+            .flatten()
         };
-        return Ok(TunOutput::TooBig { icmp, mtu: tun_mtu as u16 });
+        return Ok(TunOutput::TooBig {
+            icmp,
+            mtu: tun_mtu as u16,
+        });
     }
 
     // 4. Encapsulate, 5. fragment the outer packet to the route MTU.
-    let outer = encapsulate(&inner, &EncapParams::ipvs(director, dest, cfg.pmtu_disc, ident))?;
+    let outer = encapsulate(
+        &inner,
+        &EncapParams::ipvs(director, dest, cfg.pmtu_disc, ident),
+    )?;
     let pieces = if outer.len() <= route_mtu {
         vec![outer]
     } else if dest.is_ipv4() {
@@ -171,10 +208,17 @@ fn decrement_ttl(packet: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tierlab_wire::{IpHeader, Icmpv4Repr, Icmpv6Repr, PacketBuilder, TcpFlags, TcpRepr, IpProto};
+    use tierlab_wire::{
+        Icmpv4Repr, Icmpv6Repr, IpHeader, IpProto, PacketBuilder, TcpFlags, TcpRepr,
+    };
 
     fn seg(src: &str, dst: &str, len: usize, df: bool, ttl: u8) -> Vec<u8> {
-        let t = TcpRepr { sport: 40000, dport: 80, flags: TcpFlags::ACK, ..TcpRepr::default() };
+        let t = TcpRepr {
+            sport: 40000,
+            dport: 80,
+            flags: TcpFlags::ACK,
+            ..TcpRepr::default()
+        };
         PacketBuilder::new(src.parse().unwrap(), dst.parse().unwrap())
             .unwrap()
             .ttl(ttl)
@@ -191,37 +235,51 @@ mod tests {
     fn ttl_is_decremented_and_inherited() {
         let (d, r) = addrs4();
         let inner = seg("203.0.113.7", "198.51.100.1", 100, true, 63);
-        let TunOutput::Forward(out) = tun_xmit(&inner, d, r, &TunConfig::default(), 1).unwrap() else {
+        let TunOutput::Forward(out) = tun_xmit(&inner, d, r, &TunConfig::default(), 1).unwrap()
+        else {
             panic!("expected forward")
         };
         assert_eq!(out.len(), 1);
         let p = Packet::parse(&out[0], true).unwrap();
         assert_eq!(p.ip.ttl(), 62);
-        let IpHeader::V4(outer) = p.ip else { panic!("v4 outer") };
-        assert!(!outer.dont_frag, "pmtu_disc=0 clears DF on the outer header");
+        let IpHeader::V4(outer) = p.ip else {
+            panic!("v4 outer")
+        };
+        assert!(
+            !outer.dont_frag,
+            "pmtu_disc=0 clears DF on the outer header"
+        );
         let inner_p = Packet::parse(p.payload, true).unwrap();
         assert_eq!(inner_p.ip.ttl(), 62);
-        assert_eq!(inner_p.flow_key(), Packet::parse(&inner, true).unwrap().flow_key());
+        assert_eq!(
+            inner_p.flow_key(),
+            Packet::parse(&inner, true).unwrap().flow_key()
+        );
     }
 
     #[test]
     fn ttl_one_gets_time_exceeded_from_the_vip() {
         let (d, r) = addrs4();
         let inner = seg("203.0.113.7", "198.51.100.1", 10, true, 1);
-        let TunOutput::TtlExpired { icmp: Some(e) } = tun_xmit(&inner, d, r, &TunConfig::default(), 1).unwrap()
+        let TunOutput::TtlExpired { icmp: Some(e) } =
+            tun_xmit(&inner, d, r, &TunConfig::default(), 1).unwrap()
         else {
             panic!("expected time exceeded")
         };
         let p = Packet::parse(&e, true).unwrap();
         assert_eq!(p.src(), "198.51.100.1".parse::<IpAddr>().unwrap());
-        assert!(matches!(p.transport, Transport::Icmpv4(Icmpv4Repr::TimeExceeded { code: 0 })));
+        assert!(matches!(
+            p.transport,
+            Transport::Icmpv4(Icmpv4Repr::TimeExceeded { code: 0 })
+        ));
     }
 
     #[test]
     fn pmtu_disc_off_fragments_the_outer_packet() {
         let (d, r) = addrs4();
         let inner = seg("203.0.113.7", "198.51.100.1", 1460, true, 64); // 1500 bytes, DF
-        let TunOutput::Forward(out) = tun_xmit(&inner, d, r, &TunConfig::default(), 9).unwrap() else {
+        let TunOutput::Forward(out) = tun_xmit(&inner, d, r, &TunConfig::default(), 9).unwrap()
+        else {
             panic!("expected forward")
         };
         assert_eq!(out.len(), 2);
@@ -241,21 +299,40 @@ mod tests {
     #[test]
     fn pmtu_disc_on_answers_frag_needed_with_tunnel_mtu() {
         let (d, r) = addrs4();
-        let cfg = TunConfig { pmtu_disc: true, route_mtu: 1500 };
+        let cfg = TunConfig {
+            pmtu_disc: true,
+            route_mtu: 1500,
+        };
         let inner = seg("203.0.113.7", "198.51.100.1", 1460, true, 64);
-        let TunOutput::TooBig { icmp: Some(e), mtu: 1480 } = tun_xmit(&inner, d, r, &cfg, 1).unwrap() else {
+        let TunOutput::TooBig {
+            icmp: Some(e),
+            mtu: 1480,
+        } = tun_xmit(&inner, d, r, &cfg, 1).unwrap()
+        else {
             panic!("expected frag needed")
         };
         let p = Packet::parse(&e, true).unwrap();
-        assert!(matches!(p.transport, Transport::Icmpv4(Icmpv4Repr::DestUnreachable { code: 4, next_hop_mtu: 1480 })));
+        assert!(matches!(
+            p.transport,
+            Transport::Icmpv4(Icmpv4Repr::DestUnreachable {
+                code: 4,
+                next_hop_mtu: 1480
+            })
+        ));
         assert_eq!(p.dst(), "203.0.113.7".parse::<IpAddr>().unwrap());
         // DF clear: fragmented instead, outer DF copied (clear).
         let inner = seg("203.0.113.7", "198.51.100.1", 1460, false, 64);
-        assert!(matches!(tun_xmit(&inner, d, r, &cfg, 1).unwrap(), TunOutput::Forward(v) if v.len() == 2));
+        assert!(
+            matches!(tun_xmit(&inner, d, r, &cfg, 1).unwrap(), TunOutput::Forward(v) if v.len() == 2)
+        );
         // Fits: outer DF copied from the inner (set).
         let inner = seg("203.0.113.7", "198.51.100.1", 1000, true, 64);
-        let TunOutput::Forward(out) = tun_xmit(&inner, d, r, &cfg, 1).unwrap() else { panic!() };
-        let IpHeader::V4(h) = Packet::parse(&out[0], true).unwrap().ip else { panic!() };
+        let TunOutput::Forward(out) = tun_xmit(&inner, d, r, &cfg, 1).unwrap() else {
+            panic!()
+        };
+        let IpHeader::V4(h) = Packet::parse(&out[0], true).unwrap().ip else {
+            panic!()
+        };
         assert!(h.dont_frag);
     }
 
@@ -263,22 +340,48 @@ mod tests {
     fn ipv6_too_big_always_answers_packet_too_big() {
         let d: IpAddr = "2001:db8:4::1".parse().unwrap();
         let r: IpAddr = "2001:db8:7::1".parse().unwrap();
-        let inner = seg("2001:db8::cb00:7107", "2001:db8::c633:6401", 1440, false, 64); // 1500 bytes
-        let TunOutput::TooBig { icmp: Some(e), mtu: 1460 } = tun_xmit(&inner, d, r, &TunConfig::default(), 1).unwrap()
+        let inner = seg(
+            "2001:db8::cb00:7107",
+            "2001:db8::c633:6401",
+            1440,
+            false,
+            64,
+        ); // 1500 bytes
+        let TunOutput::TooBig {
+            icmp: Some(e),
+            mtu: 1460,
+        } = tun_xmit(&inner, d, r, &TunConfig::default(), 1).unwrap()
         else {
             panic!("expected packet too big")
         };
         let p = Packet::parse(&e, true).unwrap();
-        assert!(matches!(p.transport, Transport::Icmpv6(Icmpv6Repr::PacketTooBig { mtu: 1460 })));
-        let small = seg("2001:db8::cb00:7107", "2001:db8::c633:6401", 1000, false, 64);
-        assert!(matches!(tun_xmit(&small, d, r, &TunConfig::default(), 1).unwrap(), TunOutput::Forward(v) if v.len() == 1));
+        assert!(matches!(
+            p.transport,
+            Transport::Icmpv6(Icmpv6Repr::PacketTooBig { mtu: 1460 })
+        ));
+        let small = seg(
+            "2001:db8::cb00:7107",
+            "2001:db8::c633:6401",
+            1000,
+            false,
+            64,
+        );
+        assert!(
+            matches!(tun_xmit(&small, d, r, &TunConfig::default(), 1).unwrap(), TunOutput::Forward(v) if v.len() == 1)
+        );
     }
 
     #[test]
     fn tiny_route_mtu_is_refused() {
         let (d, r) = addrs4();
         let inner = seg("203.0.113.7", "198.51.100.1", 10, true, 64);
-        let cfg = TunConfig { pmtu_disc: false, route_mtu: 80 };
-        assert_eq!(tun_xmit(&inner, d, r, &cfg, 1).unwrap(), TunOutput::MtuBelowMinimum);
+        let cfg = TunConfig {
+            pmtu_disc: false,
+            route_mtu: 80,
+        };
+        assert_eq!(
+            tun_xmit(&inner, d, r, &cfg, 1).unwrap(),
+            TunOutput::MtuBelowMinimum
+        );
     }
 }

@@ -21,4 +21,6 @@ pub mod encap;
 pub mod ipvs;
 
 pub use decap::{DecapError, Decapsulated, TunnelEndpoint};
-pub use encap::{DfMode, DsMode, EncapParams, TtlMode, TunnelError, encapsulate, overhead};
+pub use encap::{
+    DfMode, DsMode, EncapParams, TtlMode, TunnelError, encapsulate, encapsulate_into, overhead,
+};

@@ -43,7 +43,9 @@ impl core::fmt::Display for Layer {
 #[non_exhaustive]
 pub enum WireError {
     /// Fewer bytes than a header or a length field requires.
-    #[error("{layer} at byte {offset}: truncated, {needed} bytes needed ({what}) but {available} available")]
+    #[error(
+        "{layer} at byte {offset}: truncated, {needed} bytes needed ({what}) but {available} available"
+    )]
     Truncated {
         /// Layer being parsed.
         layer: Layer,
@@ -132,7 +134,13 @@ pub(crate) fn need(
     what: &'static str,
 ) -> Result<()> {
     if buf.len() < needed {
-        Err(WireError::Truncated { layer, offset, needed, available: buf.len(), what })
+        Err(WireError::Truncated {
+            layer,
+            offset,
+            needed,
+            available: buf.len(),
+            what,
+        })
     } else {
         Ok(())
     }

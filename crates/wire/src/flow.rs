@@ -38,12 +38,26 @@ impl FlowKey {
         if src.is_ipv4() != dst.is_ipv4() {
             return Err(WireError::MixedFamilies);
         }
-        Ok(Self { src, dst, proto, sport, dport, flow_label: 0 })
+        Ok(Self {
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            flow_label: 0,
+        })
     }
 
     /// An IPv4 flow.
     pub const fn v4(src: Ipv4Addr, dst: Ipv4Addr, proto: IpProto, sport: u16, dport: u16) -> Self {
-        Self { src: IpAddr::V4(src), dst: IpAddr::V4(dst), proto, sport, dport, flow_label: 0 }
+        Self {
+            src: IpAddr::V4(src),
+            dst: IpAddr::V4(dst),
+            proto,
+            sport,
+            dport,
+            flow_label: 0,
+        }
     }
 
     /// An IPv6 flow; `flow_label` is masked to its 20 bits.
@@ -173,8 +187,10 @@ impl TryFrom<FlowKeyFields> for FlowKey {
         if f.src.is_ipv4() && f.flowlabel != 0 {
             return Err(WireError::Build("an IPv4 flow has no flow label"));
         }
-        Ok(Self::new(f.src, f.dst, IpProto::from(f.proto), f.sport, f.dport)?
-            .with_flow_label(f.flowlabel))
+        Ok(
+            Self::new(f.src, f.dst, IpProto::from(f.proto), f.sport, f.dport)?
+                .with_flow_label(f.flowlabel),
+        )
     }
 }
 
@@ -199,7 +215,10 @@ mod tests {
     fn mixed_families_are_refused() {
         let v4: IpAddr = "203.0.113.1".parse().unwrap();
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
-        assert_eq!(FlowKey::new(v4, v6, IpProto::Tcp, 1, 2), Err(WireError::MixedFamilies));
+        assert_eq!(
+            FlowKey::new(v4, v6, IpProto::Tcp, 1, 2),
+            Err(WireError::MixedFamilies)
+        );
     }
 
     #[test]

@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::error::{Layer, Result, WireError};
-use crate::packet::{IpHeader, PacketBuilder};
 use crate::ipv4::Ipv4Repr;
 use crate::ipv6::{self, Ipv6FragRepr, Ipv6Repr};
+use crate::packet::{IpHeader, PacketBuilder};
 use crate::proto::IpProto;
 use crate::time::{Duration, Instant};
 
@@ -38,7 +38,9 @@ pub fn fragment_v4(packet: &[u8], mtu: usize, ignore_df: bool) -> Result<Vec<Vec
         return Ok(vec![packet[..total].to_vec()]);
     }
     if h.dont_frag && !ignore_df {
-        return Err(WireError::Build("IPv4 packet larger than the MTU with DF set"));
+        return Err(WireError::Build(
+            "IPv4 packet larger than the MTU with DF set",
+        ));
     }
     let hlen = h.header_len();
     if mtu < hlen + 8 {
@@ -58,7 +60,9 @@ pub fn fragment_v4(packet: &[u8], mtu: usize, ignore_df: bool) -> Result<Vec<Vec
         }
         fh.frag_offset = h
             .frag_offset
-            .checked_add(u16::try_from(off).map_err(|_| WireError::Build("fragment offset overflow"))?)
+            .checked_add(
+                u16::try_from(off).map_err(|_| WireError::Build("fragment offset overflow"))?,
+            )
             .ok_or(WireError::Build("fragment offset overflow"))?;
         fh.more_frags = !last || h.more_frags;
         let mut frag = vec![0; hlen + len];
@@ -97,7 +101,11 @@ pub fn fragment_v6(packet: &[u8], mtu: usize, ident: u32) -> Result<Vec<Vec<u8>>
             ident,
         };
         let mut frag = vec![0; unfrag + ipv6::FRAG_HEADER_LEN + len];
-        Ipv6Repr { next_header: IpProto::Ipv6Frag, ..h }.emit(&mut frag, ipv6::FRAG_HEADER_LEN + len)?;
+        Ipv6Repr {
+            next_header: IpProto::Ipv6Frag,
+            ..h
+        }
+        .emit(&mut frag, ipv6::FRAG_HEADER_LEN + len)?;
         fr.emit(&mut frag[unfrag..])?;
         frag[unfrag + ipv6::FRAG_HEADER_LEN..].copy_from_slice(&data[off..off + len]);
         out.push(frag);
@@ -147,12 +155,18 @@ pub struct Reassembler {
 impl Reassembler {
     /// A reassembler with Linux's 30 s timeout.
     pub fn new() -> Self {
-        Self { queues: BTreeMap::new(), timeout: Some(IPFRAG_TIME) }
+        Self {
+            queues: BTreeMap::new(),
+            timeout: Some(IPFRAG_TIME),
+        }
     }
 
     /// A reassembler with another timeout.
     pub fn with_timeout(timeout: Duration) -> Self {
-        Self { queues: BTreeMap::new(), timeout: Some(timeout) }
+        Self {
+            queues: BTreeMap::new(),
+            timeout: Some(timeout),
+        }
     }
 
     /// Number of incomplete datagrams held.
@@ -189,7 +203,10 @@ impl Reassembler {
                         value: u32::from(h.next_header.number()),
                     });
                 }
-                let hdr = IpHeader::V6(Ipv6Repr { next_header: ul.proto, ..h });
+                let hdr = IpHeader::V6(Ipv6Repr {
+                    next_header: ul.proto,
+                    ..h
+                });
                 let key = (h.src.into(), h.dst.into(), ul.proto.number(), ident);
                 (key, hdr, usize::from(offset), more, &packet[ul.offset..len])
             }
@@ -198,9 +215,20 @@ impl Reassembler {
                 if !h.is_fragment() {
                     return Ok(Reassembly::NotFragment);
                 }
-                let key = (h.src.into(), h.dst.into(), h.proto.number(), u32::from(h.ident));
+                let key = (
+                    h.src.into(),
+                    h.dst.into(),
+                    h.proto.number(),
+                    u32::from(h.ident),
+                );
                 let data = &packet[h.header_len()..len];
-                (key, IpHeader::V4(h), usize::from(h.frag_offset), h.more_frags, data)
+                (
+                    key,
+                    IpHeader::V4(h),
+                    usize::from(h.frag_offset),
+                    h.more_frags,
+                    data,
+                )
             }
         };
         self.expire(now);
@@ -215,7 +243,9 @@ impl Reassembler {
         }
         if more && data.len() % 8 != 0 {
             self.queues.remove(&key);
-            return Err(WireError::BadFragment("non-last fragment length not a multiple of 8"));
+            return Err(WireError::BadFragment(
+                "non-last fragment length not a multiple of 8",
+            ));
         }
         let q = self.queues.entry(key).or_insert_with(|| Queue {
             first_seen: now,
@@ -226,11 +256,17 @@ impl Reassembler {
         if q.pieces.get(&start).is_some_and(|d| d.as_slice() == data) {
             return Ok(Reassembly::Duplicate);
         }
-        let overlaps = q.pieces.range(..end).next_back().is_some_and(|(&s, d)| s + d.len() > start);
+        let overlaps = q
+            .pieces
+            .range(..end)
+            .next_back()
+            .is_some_and(|(&s, d)| s + d.len() > start);
         let past_end = q.total.is_some_and(|t| end > t || (!more && end != t));
         if overlaps || past_end {
             self.queues.remove(&key);
-            return Err(WireError::BadFragment("fragment overlaps data already received"));
+            return Err(WireError::BadFragment(
+                "fragment overlaps data already received",
+            ));
         }
         if !more {
             q.total = Some(end);
@@ -239,7 +275,9 @@ impl Reassembler {
             q.first = Some(header);
         }
         q.pieces.insert(start, data.to_vec());
-        let (Some(total), Some(first)) = (q.total, q.first) else { return Ok(Reassembly::Pending) };
+        let (Some(total), Some(first)) = (q.total, q.first) else {
+            return Ok(Reassembly::Pending);
+        };
         let mut covered = 0;
         for (&s, d) in &q.pieces {
             if s != covered {
@@ -256,14 +294,20 @@ impl Reassembler {
             body.extend_from_slice(d);
         }
         let header = match first {
-            IpHeader::V4(h) => IpHeader::V4(Ipv4Repr { more_frags: false, frag_offset: 0, ..h }),
+            IpHeader::V4(h) => IpHeader::V4(Ipv4Repr {
+                more_frags: false,
+                frag_offset: 0,
+                ..h
+            }),
             v6 => v6,
         };
         let proto = match header {
             IpHeader::V4(h) => h.proto,
             IpHeader::V6(h) => h.next_header,
         };
-        Ok(Reassembly::Complete(PacketBuilder::from_header(header).raw(proto, &body)?))
+        Ok(Reassembly::Complete(
+            PacketBuilder::from_header(header).raw(proto, &body)?,
+        ))
     }
 }
 
@@ -284,12 +328,15 @@ mod tests {
             ..TcpRepr::default()
         };
         let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-        PacketBuilder::new("203.0.113.1".parse().unwrap(), "198.51.100.1".parse().unwrap())
-            .unwrap()
-            .ident(0x4242)
-            .dont_frag(df)
-            .tcp(&tcp, &payload)
-            .unwrap()
+        PacketBuilder::new(
+            "203.0.113.1".parse().unwrap(),
+            "198.51.100.1".parse().unwrap(),
+        )
+        .unwrap()
+        .ident(0x4242)
+        .dont_frag(df)
+        .tcp(&tcp, &payload)
+        .unwrap()
     }
 
     #[test]
@@ -304,9 +351,18 @@ mod tests {
         }
         let mut r = Reassembler::new();
         // Out of order: last first.
-        assert_eq!(r.push(Instant::ZERO, &frags[2]).unwrap(), Reassembly::Pending);
-        assert_eq!(r.push(Instant::ZERO, &frags[0]).unwrap(), Reassembly::Pending);
-        assert_eq!(r.push(Instant::ZERO, &frags[0]).unwrap(), Reassembly::Duplicate);
+        assert_eq!(
+            r.push(Instant::ZERO, &frags[2]).unwrap(),
+            Reassembly::Pending
+        );
+        assert_eq!(
+            r.push(Instant::ZERO, &frags[0]).unwrap(),
+            Reassembly::Pending
+        );
+        assert_eq!(
+            r.push(Instant::ZERO, &frags[0]).unwrap(),
+            Reassembly::Duplicate
+        );
         match r.push(Instant::ZERO, &frags[1]).unwrap() {
             Reassembly::Complete(whole) => {
                 assert_eq!(whole, p);
@@ -342,11 +398,19 @@ mod tests {
 
     #[test]
     fn v6_fragments_carry_a_fragment_header() {
-        let tcp = TcpRepr { sport: 1, dport: 2, flags: TcpFlags::ACK, ..TcpRepr::default() };
-        let p = PacketBuilder::new("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap())
-            .unwrap()
-            .tcp(&tcp, &[7u8; 3000])
-            .unwrap();
+        let tcp = TcpRepr {
+            sport: 1,
+            dport: 2,
+            flags: TcpFlags::ACK,
+            ..TcpRepr::default()
+        };
+        let p = PacketBuilder::new(
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        )
+        .unwrap()
+        .tcp(&tcp, &[7u8; 3000])
+        .unwrap();
         let frags = fragment_v6(&p, 1280, 99).unwrap();
         assert_eq!(frags.len(), 3);
         let first = Packet::parse(&frags[0], false).unwrap();
@@ -357,9 +421,18 @@ mod tests {
         let total: usize = frags.iter().map(|f| f.len() - 48).sum();
         assert_eq!(total, p.len() - 40);
         let mut r = Reassembler::new();
-        assert_eq!(r.push(Instant::ZERO, &frags[1]).unwrap(), Reassembly::Pending);
-        assert_eq!(r.push(Instant::ZERO, &frags[2]).unwrap(), Reassembly::Pending);
-        assert_eq!(r.push(Instant::ZERO, &frags[0]).unwrap(), Reassembly::Complete(p.clone()));
+        assert_eq!(
+            r.push(Instant::ZERO, &frags[1]).unwrap(),
+            Reassembly::Pending
+        );
+        assert_eq!(
+            r.push(Instant::ZERO, &frags[2]).unwrap(),
+            Reassembly::Pending
+        );
+        assert_eq!(
+            r.push(Instant::ZERO, &frags[0]).unwrap(),
+            Reassembly::Complete(p.clone())
+        );
         assert_eq!(r.push(Instant::ZERO, &p).unwrap(), Reassembly::NotFragment);
     }
 }

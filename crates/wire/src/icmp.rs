@@ -101,15 +101,29 @@ impl Icmpv4Repr {
             let expected = internet_checksum(buf, Some(2));
             let found = u16::from_be_bytes([buf[2], buf[3]]);
             if expected != found {
-                return Err(WireError::BadChecksum { layer: Layer::Icmpv4, offset, found, expected });
+                return Err(WireError::BadChecksum {
+                    layer: Layer::Icmpv4,
+                    offset,
+                    found,
+                    expected,
+                });
             }
         }
         let rest = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let (kind, code) = (buf[0], buf[1]);
         Ok(match kind {
-            8 if code == 0 => Self::EchoRequest { ident: (rest >> 16) as u16, seq: rest as u16 },
-            0 if code == 0 => Self::EchoReply { ident: (rest >> 16) as u16, seq: rest as u16 },
-            3 => Self::DestUnreachable { code, next_hop_mtu: rest as u16 },
+            8 if code == 0 => Self::EchoRequest {
+                ident: (rest >> 16) as u16,
+                seq: rest as u16,
+            },
+            0 if code == 0 => Self::EchoReply {
+                ident: (rest >> 16) as u16,
+                seq: rest as u16,
+            },
+            3 => Self::DestUnreachable {
+                code,
+                next_hop_mtu: rest as u16,
+            },
             11 => Self::TimeExceeded { code },
             _ => Self::Other { kind, code, rest },
         })
@@ -207,7 +221,12 @@ impl Icmpv6Repr {
             let expected = transport_checksum(buf, 2, s.into(), d.into(), 58)?;
             let found = u16::from_be_bytes([buf[2], buf[3]]);
             if expected != found {
-                return Err(WireError::BadChecksum { layer: Layer::Icmpv6, offset, found, expected });
+                return Err(WireError::BadChecksum {
+                    layer: Layer::Icmpv6,
+                    offset,
+                    found,
+                    expected,
+                });
             }
         }
         let rest = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
@@ -216,8 +235,14 @@ impl Icmpv6Repr {
             1 => Self::DestUnreachable { code },
             2 if code == 0 => Self::PacketTooBig { mtu: rest },
             3 => Self::TimeExceeded { code },
-            128 if code == 0 => Self::EchoRequest { ident: (rest >> 16) as u16, seq: rest as u16 },
-            129 if code == 0 => Self::EchoReply { ident: (rest >> 16) as u16, seq: rest as u16 },
+            128 if code == 0 => Self::EchoRequest {
+                ident: (rest >> 16) as u16,
+                seq: rest as u16,
+            },
+            129 if code == 0 => Self::EchoReply {
+                ident: (rest >> 16) as u16,
+                seq: rest as u16,
+            },
             _ => Self::Other { kind, code, rest },
         })
     }
@@ -268,14 +293,24 @@ pub enum IcmpError {
 ///
 /// # Errors
 /// The offending packet's IP header does not parse, or `from` is of the other family.
-pub fn build_error(offending: &[u8], from: IpAddr, err: IcmpError, ident: u16) -> Result<Option<Vec<u8>>> {
+pub fn build_error(
+    offending: &[u8],
+    from: IpAddr,
+    err: IcmpError,
+    ident: u16,
+) -> Result<Option<Vec<u8>>> {
     match from {
         IpAddr::V4(from) => build_error_v4(offending, from, err, ident),
         IpAddr::V6(from) => build_error_v6(offending, from, err),
     }
 }
 
-fn build_error_v4(offending: &[u8], from: Ipv4Addr, err: IcmpError, ident: u16) -> Result<Option<Vec<u8>>> {
+fn build_error_v4(
+    offending: &[u8],
+    from: Ipv4Addr,
+    err: IcmpError,
+    ident: u16,
+) -> Result<Option<Vec<u8>>> {
     let (orig, total) = Ipv4Repr::parse(offending, false)?;
     if orig.frag_offset != 0 || orig.dst.is_multicast() || orig.dst.is_broadcast() {
         return Ok(None);
@@ -284,7 +319,8 @@ fn build_error_v4(offending: &[u8], from: Ipv4Addr, err: IcmpError, ident: u16) 
         let hlen = orig.header_len();
         // An ICMP error (or a message too short to tell) is never answered with an error.
         match Icmpv4Repr::parse(&offending[hlen..total], hlen, false) {
-            Ok(m) if !m.is_error() && !matches!(m, Icmpv4Repr::Other { kind, .. } if kind > 18) => {}
+            Ok(m) if !m.is_error() && !matches!(m, Icmpv4Repr::Other { kind, .. } if kind > 18) => {
+            }
             _ => return Ok(None),
         }
     }
@@ -293,9 +329,18 @@ fn build_error_v4(offending: &[u8], from: Ipv4Addr, err: IcmpError, ident: u16) 
             code: CODE_FRAG_NEEDED,
             next_hop_mtu: u16::try_from(mtu).unwrap_or(u16::MAX),
         },
-        IcmpError::PortUnreachable => Icmpv4Repr::DestUnreachable { code: CODE_PORT_UNREACHABLE, next_hop_mtu: 0 },
-        IcmpError::HostUnreachable => Icmpv4Repr::DestUnreachable { code: 1, next_hop_mtu: 0 },
-        IcmpError::NoRoute => Icmpv4Repr::DestUnreachable { code: 0, next_hop_mtu: 0 },
+        IcmpError::PortUnreachable => Icmpv4Repr::DestUnreachable {
+            code: CODE_PORT_UNREACHABLE,
+            next_hop_mtu: 0,
+        },
+        IcmpError::HostUnreachable => Icmpv4Repr::DestUnreachable {
+            code: 1,
+            next_hop_mtu: 0,
+        },
+        IcmpError::NoRoute => Icmpv4Repr::DestUnreachable {
+            code: 0,
+            next_hop_mtu: 0,
+        },
         IcmpError::TtlExceeded => Icmpv4Repr::TimeExceeded { code: 0 },
     };
     let quote = &offending[..total.min(V4_MAX_QUOTE)];
@@ -315,10 +360,16 @@ fn build_error_v4(offending: &[u8], from: Ipv4Addr, err: IcmpError, ident: u16) 
 fn build_error_v6(offending: &[u8], from: Ipv6Addr, err: IcmpError) -> Result<Option<Vec<u8>>> {
     let (orig, total) = Ipv6Repr::parse(offending)?;
     let too_big = matches!(err, IcmpError::TooBig { .. });
-    if orig.src.is_unspecified() || orig.src.is_multicast() || (orig.dst.is_multicast() && !too_big) {
+    if orig.src.is_unspecified() || orig.src.is_multicast() || (orig.dst.is_multicast() && !too_big)
+    {
         return Ok(None);
     }
-    if let Ok(UpperLayer { proto: IpProto::Icmpv6, offset, .. }) = upper_layer_v6(offending, total) {
+    if let Ok(UpperLayer {
+        proto: IpProto::Icmpv6,
+        offset,
+        ..
+    }) = upper_layer_v6(offending, total)
+    {
         match Icmpv6Repr::parse(&offending[offset..total], offset, None) {
             Ok(m) if !m.is_error() => {}
             _ => return Ok(None),
@@ -369,10 +420,18 @@ pub(crate) fn upper_layer_v6(buf: &[u8], end: usize) -> Result<UpperLayer> {
             proto = f.next_header;
             off += ipv6::FRAG_HEADER_LEN;
         } else {
-            return Ok(UpperLayer { proto, offset: off, frag });
+            return Ok(UpperLayer {
+                proto,
+                offset: off,
+                frag,
+            });
         }
     }
-    Err(WireError::Unsupported { layer: Layer::Ipv6, what: "chain of more than 8 extension headers", value: 8 })
+    Err(WireError::Unsupported {
+        layer: Layer::Ipv6,
+        what: "chain of more than 8 extension headers",
+        value: 8,
+    })
 }
 
 /// The flow of the packet an ICMP error quotes, as that packet was sent (its source is the
@@ -384,15 +443,31 @@ pub(crate) fn upper_layer_v6(buf: &[u8], end: usize) -> Result<UpperLayer> {
 /// The quoted IP header does not parse, or the bytes stop before the ports.
 pub fn quoted_flow(quote: &[u8]) -> Result<FlowKey> {
     let q = |e: WireError| match e {
-        WireError::Truncated { offset, needed, available, what, .. } => {
-            WireError::Truncated { layer: Layer::IcmpQuote, offset, needed, available, what }
-        }
+        WireError::Truncated {
+            offset,
+            needed,
+            available,
+            what,
+            ..
+        } => WireError::Truncated {
+            layer: Layer::IcmpQuote,
+            offset,
+            needed,
+            available,
+            what,
+        },
         other => other,
     };
     need(quote, 1, Layer::IcmpQuote, 0, "quoted IP header")?;
     match quote[0] >> 4 {
         4 => {
-            need(quote, ipv4::HEADER_LEN, Layer::IcmpQuote, 0, "quoted IPv4 header")?;
+            need(
+                quote,
+                ipv4::HEADER_LEN,
+                Layer::IcmpQuote,
+                0,
+                "quoted IPv4 header",
+            )?;
             let hlen = usize::from(quote[0] & 0xf) * 4;
             if hlen < ipv4::HEADER_LEN {
                 return Err(WireError::BadHeaderLength {
@@ -414,7 +489,13 @@ pub fn quoted_flow(quote: &[u8]) -> Result<FlowKey> {
             Ok(FlowKey::v4(src, dst, proto, sport, dport))
         }
         6 => {
-            need(quote, ipv6::HEADER_LEN, Layer::IcmpQuote, 0, "quoted IPv6 header")?;
+            need(
+                quote,
+                ipv6::HEADER_LEN,
+                Layer::IcmpQuote,
+                0,
+                "quoted IPv6 header",
+            )?;
             let mut a = [0u8; 16];
             a.copy_from_slice(&quote[8..24]);
             let src = Ipv6Addr::from(a);
@@ -430,13 +511,20 @@ pub fn quoted_flow(quote: &[u8]) -> Result<FlowKey> {
             };
             Ok(FlowKey::v6(src, dst, ul.proto, sport, dport, label))
         }
-        version => Err(WireError::BadVersion { offset: 0, version, expected: "4 or 6" }),
+        version => Err(WireError::BadVersion {
+            offset: 0,
+            version,
+            expected: "4 or 6",
+        }),
     }
 }
 
 fn ports(buf: &[u8], at: usize) -> Result<(u16, u16)> {
     need(buf, at + 4, Layer::IcmpQuote, at, "quoted ports")?;
-    Ok((u16::from_be_bytes([buf[at], buf[at + 1]]), u16::from_be_bytes([buf[at + 2], buf[at + 3]])))
+    Ok((
+        u16::from_be_bytes([buf[at], buf[at + 1]]),
+        u16::from_be_bytes([buf[at + 2], buf[at + 3]]),
+    ))
 }
 
 #[cfg(test)]
@@ -464,14 +552,22 @@ mod tests {
     #[test]
     fn v4_frag_needed_quotes_576_bytes_and_points_back() {
         let seg = data_segment("203.0.113.7", "198.51.100.1", 1400);
-        let err = build_error(&seg, "10.0.0.1".parse().unwrap(), IcmpError::TooBig { mtu: 1480 }, 9)
-            .unwrap()
-            .unwrap();
+        let err = build_error(
+            &seg,
+            "10.0.0.1".parse().unwrap(),
+            IcmpError::TooBig { mtu: 1480 },
+            9,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(err.len(), 576);
         let p = Packet::parse(&err, true).unwrap();
         assert_eq!(p.dst(), "203.0.113.7".parse::<IpAddr>().unwrap());
         match p.transport {
-            Transport::Icmpv4(Icmpv4Repr::DestUnreachable { code: 4, next_hop_mtu: 1480 }) => {}
+            Transport::Icmpv4(Icmpv4Repr::DestUnreachable {
+                code: 4,
+                next_hop_mtu: 1480,
+            }) => {}
             other => panic!("unexpected {other:?}"),
         }
         let inner = quoted_flow(p.payload).unwrap();
@@ -482,27 +578,56 @@ mod tests {
     #[test]
     fn v6_packet_too_big_quotes_1232_bytes() {
         let seg = data_segment("2001:db8::cb00:7107", "2001:db8::c633:6401", 1400);
-        let err = build_error(&seg, "2001:db8:1::1".parse().unwrap(), IcmpError::TooBig { mtu: 1280 }, 0)
-            .unwrap()
-            .unwrap();
+        let err = build_error(
+            &seg,
+            "2001:db8:1::1".parse().unwrap(),
+            IcmpError::TooBig { mtu: 1280 },
+            0,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(err.len(), 1280);
         let p = Packet::parse(&err, true).unwrap();
-        assert!(matches!(p.transport, Transport::Icmpv6(Icmpv6Repr::PacketTooBig { mtu: 1280 })));
+        assert!(matches!(
+            p.transport,
+            Transport::Icmpv6(Icmpv6Repr::PacketTooBig { mtu: 1280 })
+        ));
         assert_eq!(quoted_flow(p.payload).unwrap().sport(), 40000);
     }
 
     #[test]
     fn no_error_about_an_error() {
         let seg = data_segment("203.0.113.7", "198.51.100.1", 100);
-        let e1 = build_error(&seg, "10.0.0.1".parse().unwrap(), IcmpError::PortUnreachable, 1)
-            .unwrap()
-            .unwrap();
-        assert_eq!(build_error(&e1, "10.0.0.2".parse().unwrap(), IcmpError::PortUnreachable, 2), Ok(None));
+        let e1 = build_error(
+            &seg,
+            "10.0.0.1".parse().unwrap(),
+            IcmpError::PortUnreachable,
+            1,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            build_error(
+                &e1,
+                "10.0.0.2".parse().unwrap(),
+                IcmpError::PortUnreachable,
+                2
+            ),
+            Ok(None)
+        );
         let seg6 = data_segment("2001:db8::1", "2001:db8::2", 100);
-        let e6 = build_error(&seg6, "2001:db8::3".parse().unwrap(), IcmpError::PortUnreachable, 0)
-            .unwrap()
-            .unwrap();
-        assert_eq!(build_error(&e6, "2001:db8::4".parse().unwrap(), IcmpError::NoRoute, 0), Ok(None));
+        let e6 = build_error(
+            &seg6,
+            "2001:db8::3".parse().unwrap(),
+            IcmpError::PortUnreachable,
+            0,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            build_error(&e6, "2001:db8::4".parse().unwrap(), IcmpError::NoRoute, 0),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -510,6 +635,9 @@ mod tests {
         let seg = data_segment("203.0.113.7", "198.51.100.1", 10);
         assert!(quoted_flow(&seg[..22]).is_err());
         assert_eq!(quoted_flow(&seg[..24]).unwrap().dport(), 80);
-        assert!(matches!(quoted_flow(&[0x75; 30]), Err(WireError::BadVersion { version: 7, .. })));
+        assert!(matches!(
+            quoted_flow(&[0x75; 30]),
+            Err(WireError::BadVersion { version: 7, .. })
+        ));
     }
 }

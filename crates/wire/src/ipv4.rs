@@ -28,7 +28,10 @@ pub struct Ipv4Options {
 
 impl Ipv4Options {
     /// No options.
-    pub const NONE: Self = Self { len: 0, bytes: [0; 40] };
+    pub const NONE: Self = Self {
+        len: 0,
+        bytes: [0; 40],
+    };
 
     /// Options from raw bytes.
     ///
@@ -36,11 +39,16 @@ impl Ipv4Options {
     /// [`WireError::Build`] when longer than 40 bytes or not a multiple of 4.
     pub fn new(raw: &[u8]) -> Result<Self> {
         if raw.len() > 40 || raw.len() % 4 != 0 {
-            return Err(WireError::Build("IPv4 options must be a multiple of 4 bytes, at most 40"));
+            return Err(WireError::Build(
+                "IPv4 options must be a multiple of 4 bytes, at most 40",
+            ));
         }
         let mut bytes = [0; 40];
         bytes[..raw.len()].copy_from_slice(raw);
-        Ok(Self { len: raw.len() as u8, bytes })
+        Ok(Self {
+            len: raw.len() as u8,
+            bytes,
+        })
     }
 
     /// The option bytes.
@@ -67,8 +75,8 @@ impl Ipv4Options {
         let mut i = 0;
         while i < b.len() {
             match b[i] {
-                0 => break,     // end of option list
-                1 => i += 1,    // NOP
+                0 => break,  // end of option list
+                1 => i += 1, // NOP
                 kind => {
                     let l = b.get(i + 1).copied().unwrap_or(0) as usize;
                     if l < 2 || i + l > b.len() {
@@ -154,7 +162,11 @@ impl Ipv4Repr {
         need(buf, HEADER_LEN, Layer::Ipv4, 0, "fixed header")?;
         let version = buf[0] >> 4;
         if version != 4 {
-            return Err(WireError::BadVersion { offset: 0, version, expected: "4" });
+            return Err(WireError::BadVersion {
+                offset: 0,
+                version,
+                expected: "4",
+            });
         }
         let hlen = usize::from(buf[0] & 0x0f) * 4;
         if hlen < HEADER_LEN {
@@ -187,7 +199,12 @@ impl Ipv4Repr {
             let expected = internet_checksum(&buf[..hlen], Some(10));
             let found = view.get_checksum();
             if expected != found {
-                return Err(WireError::BadChecksum { layer: Layer::Ipv4, offset: 0, found, expected });
+                return Err(WireError::BadChecksum {
+                    layer: Layer::Ipv4,
+                    offset: 0,
+                    found,
+                    expected,
+                });
             }
         }
         let flags = view.get_flags();
@@ -201,8 +218,12 @@ impl Ipv4Repr {
             dont_frag: flags & 0b010 != 0,
             more_frags: flags & 0b001 != 0,
             frag_offset: view.get_fragment_offset().wrapping_mul(8),
-            options: Ipv4Options::new(&buf[HEADER_LEN..hlen])
-                .expect("IHL ≤ 15 bounds the options to 40 bytes, a multiple of 4"),
+            options: if hlen == HEADER_LEN {
+                Ipv4Options::NONE
+            } else {
+                Ipv4Options::new(&buf[HEADER_LEN..hlen])
+                    .expect("IHL ≤ 15 bounds the options to 40 bytes, a multiple of 4")
+            },
         };
         Ok((repr, total))
     }
@@ -252,7 +273,10 @@ impl Ipv4Repr {
 /// The Internet checksum (RFC 1071) of `data`, skipping the 16-bit word at byte offset
 /// `skip_at` (the checksum field itself) when given.
 pub fn internet_checksum(data: &[u8], skip_at: Option<usize>) -> u16 {
-    pnet_packet::util::checksum(data, skip_at.map_or(usize::MAX, |o| o / 2))
+    match skip_at {
+        Some(at) => crate::checksum::with_field_zero(data, at),
+        None => crate::checksum::finish(crate::checksum::sum(data)),
+    }
 }
 
 /// The payload length pnet's view reports (used by tests to compare with our parse).
@@ -287,7 +311,10 @@ mod tests {
         assert_eq!(r.src, Ipv4Addr::new(203, 0, 113, 7));
         assert_eq!(r.dst, Ipv4Addr::new(198, 51, 100, 1));
         assert_eq!(r.proto, IpProto::Tcp);
-        assert_eq!((r.ttl, r.ident, r.dont_frag, r.more_frags), (64, 0x1c46, true, false));
+        assert_eq!(
+            (r.ttl, r.ident, r.dont_frag, r.more_frags),
+            (64, 0x1c46, true, false)
+        );
         assert_eq!(view_payload_len(&fixture()), Some(40));
     }
 
@@ -303,16 +330,28 @@ mod tests {
     fn rejects_impossible_lengths() {
         let mut b = fixture();
         b[0] = 0x44;
-        assert!(matches!(Ipv4Repr::parse(&b, false), Err(WireError::BadHeaderLength { .. })));
+        assert!(matches!(
+            Ipv4Repr::parse(&b, false),
+            Err(WireError::BadHeaderLength { .. })
+        ));
         let mut b = fixture();
         b[2..4].copy_from_slice(&100u16.to_be_bytes());
-        assert!(matches!(Ipv4Repr::parse(&b, false), Err(WireError::Truncated { needed: 100, .. })));
+        assert!(matches!(
+            Ipv4Repr::parse(&b, false),
+            Err(WireError::Truncated { needed: 100, .. })
+        ));
         let mut b = fixture();
         b[0] = 0x65;
-        assert!(matches!(Ipv4Repr::parse(&b, false), Err(WireError::BadVersion { version: 6, .. })));
+        assert!(matches!(
+            Ipv4Repr::parse(&b, false),
+            Err(WireError::BadVersion { version: 6, .. })
+        ));
         let mut b = fixture();
         b[8] = 1;
-        assert!(matches!(Ipv4Repr::parse(&b, true), Err(WireError::BadChecksum { .. })));
+        assert!(matches!(
+            Ipv4Repr::parse(&b, true),
+            Err(WireError::BadChecksum { .. })
+        ));
         assert!(Ipv4Repr::parse(&b, false).is_ok());
     }
 

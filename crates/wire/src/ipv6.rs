@@ -41,7 +41,14 @@ pub struct Ipv6Repr {
 impl Ipv6Repr {
     /// A header with Linux's defaults: hop limit 64, traffic class 0, flow label 0.
     pub fn new(src: Ipv6Addr, dst: Ipv6Addr, next_header: IpProto) -> Self {
-        Self { src, dst, next_header, hop_limit: DEFAULT_HOP_LIMIT, traffic_class: 0, flow_label: 0 }
+        Self {
+            src,
+            dst,
+            next_header,
+            hop_limit: DEFAULT_HOP_LIMIT,
+            traffic_class: 0,
+            flow_label: 0,
+        }
     }
 
     /// Parses the fixed header; returns it and the packet's length (40 + payload length).
@@ -53,7 +60,11 @@ impl Ipv6Repr {
         need(buf, HEADER_LEN, Layer::Ipv6, 0, "fixed header")?;
         let version = buf[0] >> 4;
         if version != 6 {
-            return Err(WireError::BadVersion { offset: 0, version, expected: "6" });
+            return Err(WireError::BadVersion {
+                offset: 0,
+                version,
+                expected: "6",
+            });
         }
         let v = Ipv6Packet::new(buf).ok_or(WireError::Truncated {
             layer: Layer::Ipv6,
@@ -71,7 +82,13 @@ impl Ipv6Repr {
                 value: 0,
             });
         }
-        need(buf, HEADER_LEN + plen, Layer::Ipv6, 0, "payload length field")?;
+        need(
+            buf,
+            HEADER_LEN + plen,
+            Layer::Ipv6,
+            0,
+            "payload length field",
+        )?;
         Ok((
             Self {
                 src: v.get_source(),
@@ -91,7 +108,9 @@ impl Ipv6Repr {
     /// [`WireError::Build`] on a short buffer or a payload above 65,535 bytes.
     pub fn emit(&self, buf: &mut [u8], payload_len: usize) -> Result<()> {
         if payload_len > usize::from(u16::MAX) {
-            return Err(WireError::Build("IPv6 payload above 65,535 bytes (jumbograms unsupported)"));
+            return Err(WireError::Build(
+                "IPv6 payload above 65,535 bytes (jumbograms unsupported)",
+            ));
         }
         let mut v = MutableIpv6Packet::new(buf)
             .ok_or(WireError::Build("buffer shorter than the IPv6 header"))?;
@@ -142,7 +161,9 @@ impl Ipv6FragRepr {
     /// [`WireError::Build`] on a short buffer or an offset not a multiple of 8.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
         if buf.len() < FRAG_HEADER_LEN || self.offset % 8 != 0 {
-            return Err(WireError::Build("bad IPv6 fragment header buffer or offset"));
+            return Err(WireError::Build(
+                "bad IPv6 fragment header buffer or offset",
+            ));
         }
         buf[0] = self.next_header.number();
         buf[1] = 0;
@@ -177,14 +198,25 @@ mod tests {
         assert_eq!(b[0], 0x62);
         let (p, len) = Ipv6Repr::parse(&b).unwrap();
         assert_eq!((p, len), (r, 60));
-        assert!(matches!(Ipv6Repr::parse(&b[..59]), Err(WireError::Truncated { needed: 60, .. })));
+        assert!(matches!(
+            Ipv6Repr::parse(&b[..59]),
+            Err(WireError::Truncated { needed: 60, .. })
+        ));
         b[0] = 0x45;
-        assert!(matches!(Ipv6Repr::parse(&b), Err(WireError::BadVersion { .. })));
+        assert!(matches!(
+            Ipv6Repr::parse(&b),
+            Err(WireError::BadVersion { .. })
+        ));
     }
 
     #[test]
     fn fragment_header_round_trip() {
-        let f = Ipv6FragRepr { next_header: IpProto::Tcp, offset: 1448, more_frags: true, ident: 7 };
+        let f = Ipv6FragRepr {
+            next_header: IpProto::Tcp,
+            offset: 1448,
+            more_frags: true,
+            ident: 7,
+        };
         let mut b = [0u8; 8];
         f.emit(&mut b).unwrap();
         assert_eq!(Ipv6FragRepr::parse(&b, 40).unwrap(), f);

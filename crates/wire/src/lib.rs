@@ -9,6 +9,7 @@
 //! - [`ipv4`], [`ipv6`], [`tcp`], [`udp`], [`icmp`]: one module per header, each with a `Repr`
 //!   that parses from and emits into bytes (through `pnet_packet` views) and checks every
 //!   length field pnet leaves unchecked.
+//! - [`checksum`]: the Internet checksum and pseudo-headers.
 //! - [`packet`]: whole packets ([`Packet::parse`], [`PacketBuilder`]).
 //! - [`frag`]: IPv4 fragmentation as Linux's `ip_do_fragment` does it, and reassembly.
 //! - [`pcap`]: a pcap writer (and reader) with link type RAW and nanosecond timestamps.
@@ -29,6 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod checksum;
 pub mod error;
 pub mod flow;
 pub mod frag;
@@ -48,7 +50,7 @@ pub use flow::FlowKey;
 pub use icmp::{IcmpError, Icmpv4Repr, Icmpv6Repr};
 pub use ipv4::Ipv4Repr;
 pub use ipv6::Ipv6Repr;
-pub use packet::{IpHeader, Packet, PacketBuilder, Transport};
+pub use packet::{IpHeader, Packet, PacketBuilder, Transport, Verify};
 pub use proto::IpProto;
 pub use rng::SimRng;
 pub use tcp::{TcpFlags, TcpRepr, TcpSeq};

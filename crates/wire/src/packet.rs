@@ -107,6 +107,18 @@ pub struct Packet<'a> {
     pub ipv6_frag: Option<(u16, bool, u32)>,
 }
 
+/// Which checksums [`Packet::parse_with`] verifies.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Verify {
+    /// None: lengths and structure only.
+    Nothing,
+    /// The IPv4 header checksum only (what `ip_rcv` checks before the transport sees it).
+    IpHeader,
+    /// Every checksum: IPv4 header, TCP, UDP, ICMP, ICMPv6 (transport checksums of fragments
+    /// excepted: they cover bytes that are not there).
+    All,
+}
+
 impl<'a> Packet<'a> {
     /// Parses an IPv4 or IPv6 packet. With `verify`, every checksum is checked (IPv4 header,
     /// TCP, UDP, ICMP, ICMPv6), except transport checksums of fragments, which cover bytes
@@ -115,10 +127,22 @@ impl<'a> Packet<'a> {
     /// # Errors
     /// Any [`WireError`] describing what is wrong and where.
     pub fn parse(buf: &'a [u8], verify: bool) -> Result<Self> {
+        Self::parse_with(buf, if verify { Verify::All } else { Verify::Nothing })
+    }
+
+    /// Parses a packet, verifying the checksums `verify` names.
+    ///
+    /// # Errors
+    /// Any [`WireError`] describing what is wrong and where.
+    pub fn parse_with(buf: &'a [u8], verify: Verify) -> Result<Self> {
         match buf.first().map(|b| b >> 4) {
             Some(4) => Self::parse_v4(buf, verify),
-            Some(6) => Self::parse_v6(buf, verify),
-            Some(version) => Err(WireError::BadVersion { offset: 0, version, expected: "4 or 6" }),
+            Some(6) => Self::parse_v6(buf, verify == Verify::All),
+            Some(version) => Err(WireError::BadVersion {
+                offset: 0,
+                version,
+                expected: "4 or 6",
+            }),
             None => Err(WireError::Truncated {
                 layer: crate::error::Layer::Ipv4,
                 offset: 0,
@@ -129,8 +153,9 @@ impl<'a> Packet<'a> {
         }
     }
 
-    fn parse_v4(buf: &'a [u8], verify: bool) -> Result<Self> {
-        let (h, len) = Ipv4Repr::parse(buf, verify)?;
+    fn parse_v4(buf: &'a [u8], verify: Verify) -> Result<Self> {
+        let (h, len) = Ipv4Repr::parse(buf, verify != Verify::Nothing)?;
+        let verify = verify == Verify::All;
         let off = h.header_len();
         let body = &buf[off..len];
         let (transport, payload) = if h.frag_offset != 0 {
@@ -139,7 +164,14 @@ impl<'a> Packet<'a> {
             let addrs = (verify && !h.more_frags).then_some((h.src.into(), h.dst.into()));
             parse_transport(h.proto, body, off, addrs, verify && !h.more_frags)?
         };
-        Ok(Self { ip: IpHeader::V4(h), transport, payload, transport_offset: off, len, ipv6_frag: None })
+        Ok(Self {
+            ip: IpHeader::V4(h),
+            transport,
+            payload,
+            transport_offset: off,
+            len,
+            ipv6_frag: None,
+        })
     }
 
     fn parse_v6(buf: &'a [u8], verify: bool) -> Result<Self> {
@@ -210,7 +242,11 @@ impl<'a> Packet<'a> {
             Transport::Icmpv6(m) => m.is_error(),
             _ => false,
         };
-        if is_error { icmp::quoted_flow(self.payload).map(Some) } else { Ok(None) }
+        if is_error {
+            icmp::quoted_flow(self.payload).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The TCP header, if this is a TCP segment.
@@ -363,7 +399,11 @@ impl PacketBuilder {
     /// [`WireError::Build`] when too long.
     pub fn udp(&self, udp: &UdpRepr, payload: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        let off = self.start(&mut out, IpProto::Udp, crate::udp::HEADER_LEN + payload.len())?;
+        let off = self.start(
+            &mut out,
+            IpProto::Udp,
+            crate::udp::HEADER_LEN + payload.len(),
+        )?;
         udp.emit(&mut out[off..], payload, self.ip.src(), self.ip.dst())?;
         Ok(out)
     }

@@ -52,7 +52,9 @@ impl<W: Write> PcapWriter<W> {
         let len = u32::try_from(packet.len())
             .ok()
             .filter(|&l| l <= SNAPLEN)
-            .ok_or(WireError::Build("packet longer than the pcap snapshot length"))?;
+            .ok_or(WireError::Build(
+                "packet longer than the pcap snapshot length",
+            ))?;
         let (secs, nanos) = at.secs_and_subsec_nanos();
         let secs = u32::try_from(secs).map_err(|_| WireError::Build("time beyond 2^32 s"))?;
         let mut r = [0u8; 16];
@@ -114,15 +116,29 @@ pub fn read_all<R: Read>(mut input: R) -> Result<Vec<PcapRecord>> {
         (MAGIC_MICROS, _) => (false, false),
         (_, MAGIC_NANOS) => (true, true),
         (_, MAGIC_MICROS) => (true, false),
-        _ => return Err(WireError::Unsupported { layer: Layer::Pcap, what: "magic", value: magic_le }),
+        _ => {
+            return Err(WireError::Unsupported {
+                layer: Layer::Pcap,
+                what: "magic",
+                value: magic_le,
+            });
+        }
     };
     let rd = |b: &[u8], at: usize| {
         let v = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if big_endian { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) }
+        if big_endian {
+            u32::from_be_bytes(v)
+        } else {
+            u32::from_le_bytes(v)
+        }
     };
     let linktype = rd(&buf, 20);
     if linktype != LINKTYPE_RAW {
-        return Err(WireError::Unsupported { layer: Layer::Pcap, what: "link type", value: linktype });
+        return Err(WireError::Unsupported {
+            layer: Layer::Pcap,
+            what: "link type",
+            value: linktype,
+        });
     }
     let mut out = Vec::new();
     let mut at = 24;
@@ -138,7 +154,10 @@ pub fn read_all<R: Read>(mut input: R) -> Result<Vec<PcapRecord>> {
             return Err(trunc(at + incl, buf.len(), "record data"));
         }
         let ns = secs * 1_000_000_000 + if nanos { frac } else { frac * 1_000 };
-        out.push(PcapRecord { at: Instant::from_nanos(ns), data: buf[at..at + incl].to_vec() });
+        out.push(PcapRecord {
+            at: Instant::from_nanos(ns),
+            data: buf[at..at + incl].to_vec(),
+        });
         at += incl;
     }
     Ok(out)
@@ -151,7 +170,8 @@ mod tests {
     #[test]
     fn write_then_read_back() {
         let mut w = PcapWriter::new(Vec::new()).unwrap();
-        w.write_packet(Instant::from_nanos(1_500_000_123), &[0x45, 0, 0, 20]).unwrap();
+        w.write_packet(Instant::from_nanos(1_500_000_123), &[0x45, 0, 0, 20])
+            .unwrap();
         w.write_packet(Instant::from_secs(2), &[0x60; 40]).unwrap();
         assert_eq!(w.records(), 2);
         let bytes = w.finish().unwrap();

@@ -45,7 +45,10 @@ impl IpProto {
     /// Whether the protocol carries 16-bit source and destination ports first in its header
     /// (TCP, UDP; also SCTP (132) and DCCP (33), as the kernel's flow dissector treats them).
     pub const fn has_ports(self) -> bool {
-        matches!(self, Self::Tcp | Self::Udp | Self::Unknown(132) | Self::Unknown(33))
+        matches!(
+            self,
+            Self::Tcp | Self::Udp | Self::Unknown(132) | Self::Unknown(33)
+        )
     }
 }
 

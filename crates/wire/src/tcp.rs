@@ -187,7 +187,11 @@ impl TcpRepr {
     /// # Errors
     /// Truncated header, data offset below 5 or beyond the segment, malformed option, bad
     /// checksum.
-    pub fn parse(buf: &[u8], offset: usize, verify: Option<(IpAddr, IpAddr)>) -> Result<(Self, usize)> {
+    pub fn parse(
+        buf: &[u8],
+        offset: usize,
+        verify: Option<(IpAddr, IpAddr)>,
+    ) -> Result<(Self, usize)> {
         need(buf, HEADER_LEN, Layer::Tcp, offset, "fixed header")?;
         let v = TcpPacket::new(buf).ok_or(WireError::Truncated {
             layer: Layer::Tcp,
@@ -210,7 +214,12 @@ impl TcpRepr {
             let expected = transport_checksum(buf, 16, src, dst, 6)?;
             let found = v.get_checksum();
             if expected != found {
-                return Err(WireError::BadChecksum { layer: Layer::Tcp, offset, found, expected });
+                return Err(WireError::BadChecksum {
+                    layer: Layer::Tcp,
+                    offset,
+                    found,
+                    expected,
+                });
             }
         }
         let mut repr = Self {
@@ -309,17 +318,14 @@ fn parse_options(opts: &[u8], offset: usize, repr: &mut TcpRepr) -> Result<()> {
 ///
 /// # Errors
 /// [`WireError::MixedFamilies`] when `src` and `dst` differ in family.
-pub fn transport_checksum(segment: &[u8], skip_at: usize, src: IpAddr, dst: IpAddr, proto: u8) -> Result<u16> {
-    let p = pnet_packet::ip::IpNextHeaderProtocol(proto);
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            Ok(pnet_packet::util::ipv4_checksum(segment, skip_at / 2, &[], &s, &d, p))
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            Ok(pnet_packet::util::ipv6_checksum(segment, skip_at / 2, &[], &s, &d, p))
-        }
-        _ => Err(WireError::MixedFamilies),
-    }
+pub fn transport_checksum(
+    segment: &[u8],
+    skip_at: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+) -> Result<u16> {
+    crate::checksum::transport(segment, skip_at, src, dst, proto)
 }
 
 #[cfg(test)]
@@ -355,7 +361,10 @@ mod tests {
         let (p, hlen) = TcpRepr::parse(&b, 20, Some((src, dst))).unwrap();
         assert_eq!((p, hlen), (r, 32));
         b[4] ^= 1;
-        assert!(matches!(TcpRepr::parse(&b, 20, Some((src, dst))), Err(WireError::BadChecksum { .. })));
+        assert!(matches!(
+            TcpRepr::parse(&b, 20, Some((src, dst))),
+            Err(WireError::BadChecksum { .. })
+        ));
     }
 
     #[test]
@@ -364,7 +373,10 @@ mod tests {
         b[12] = 6 << 4;
         b[20] = 2; // MSS kind
         b[21] = 9; // length past the header
-        assert!(matches!(TcpRepr::parse(&b, 0, None), Err(WireError::BadHeaderLength { .. })));
+        assert!(matches!(
+            TcpRepr::parse(&b, 0, None),
+            Err(WireError::BadHeaderLength { .. })
+        ));
         b[21] = 0;
         assert!(TcpRepr::parse(&b, 0, None).is_err());
     }

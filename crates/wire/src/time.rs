@@ -11,12 +11,16 @@ use core::ops::{Add, AddAssign, Sub};
 use serde::{Deserialize, Serialize};
 
 /// A point in virtual time: nanoseconds since the start of the run.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize,
+)]
 #[serde(transparent)]
 pub struct Instant(u64);
 
 /// A span of virtual time in nanoseconds.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize,
+)]
 #[serde(transparent)]
 pub struct Duration(u64);
 
@@ -174,7 +178,10 @@ mod tests {
         let t = Instant::from_nanos(u64::MAX - 1);
         assert_eq!((t + Duration::from_secs(1)).as_nanos(), u64::MAX);
         assert_eq!(Instant::ZERO - Instant::from_secs(3), Duration::ZERO);
-        assert_eq!(Duration::from_millis(1) - Duration::from_secs(1), Duration::ZERO);
+        assert_eq!(
+            Duration::from_millis(1) - Duration::from_secs(1),
+            Duration::ZERO
+        );
         assert_eq!(t.checked_add(Duration::from_nanos(2)), None);
     }
 
@@ -185,6 +192,9 @@ mod tests {
         assert_eq!(t.secs_and_subsec_nanos(), (1, 500_007_000));
         assert_eq!(t.to_string(), "1.500007000s");
         assert_eq!(Duration::from_secs(2).as_millis(), 2_000);
-        assert_eq!(Instant::from_secs(5) - Instant::from_secs(2), Duration::from_secs(3));
+        assert_eq!(
+            Instant::from_secs(5) - Instant::from_secs(2),
+            Duration::from_secs(3)
+        );
     }
 }

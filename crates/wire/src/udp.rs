@@ -26,7 +26,11 @@ impl UdpRepr {
     ///
     /// # Errors
     /// Truncated header, length field below 8 or beyond the buffer, bad checksum.
-    pub fn parse(buf: &[u8], offset: usize, verify: Option<(IpAddr, IpAddr)>) -> Result<(Self, usize)> {
+    pub fn parse(
+        buf: &[u8],
+        offset: usize,
+        verify: Option<(IpAddr, IpAddr)>,
+    ) -> Result<(Self, usize)> {
         need(buf, HEADER_LEN, Layer::Udp, offset, "header")?;
         let v = UdpPacket::new(buf).ok_or(WireError::Truncated {
             layer: Layer::Udp,
@@ -53,11 +57,22 @@ impl UdpRepr {
                     expected = 0xffff;
                 }
                 if expected != found {
-                    return Err(WireError::BadChecksum { layer: Layer::Udp, offset, found, expected });
+                    return Err(WireError::BadChecksum {
+                        layer: Layer::Udp,
+                        offset,
+                        found,
+                        expected,
+                    });
                 }
             }
         }
-        Ok((Self { sport: v.get_source(), dport: v.get_destination() }, len))
+        Ok((
+            Self {
+                sport: v.get_source(),
+                dport: v.get_destination(),
+            },
+            len,
+        ))
     }
 
     /// Writes header and payload into `buf` with length and checksum.
@@ -67,7 +82,9 @@ impl UdpRepr {
     pub fn emit(&self, buf: &mut [u8], payload: &[u8], src: IpAddr, dst: IpAddr) -> Result<()> {
         let len = HEADER_LEN + payload.len();
         if len > usize::from(u16::MAX) || buf.len() < len {
-            return Err(WireError::Build("UDP datagram too long or buffer too short"));
+            return Err(WireError::Build(
+                "UDP datagram too long or buffer too short",
+            ));
         }
         buf[0..2].copy_from_slice(&self.sport.to_be_bytes());
         buf[2..4].copy_from_slice(&self.dport.to_be_bytes());
@@ -89,9 +106,15 @@ mod tests {
 
     #[test]
     fn round_trip_both_families() {
-        for (s, d) in [("203.0.113.1", "198.51.100.53"), ("2001:db8::1", "2001:db8::35")] {
+        for (s, d) in [
+            ("203.0.113.1", "198.51.100.53"),
+            ("2001:db8::1", "2001:db8::35"),
+        ] {
             let (s, d): (IpAddr, IpAddr) = (s.parse().unwrap(), d.parse().unwrap());
-            let r = UdpRepr { sport: 5353, dport: 53 };
+            let r = UdpRepr {
+                sport: 5353,
+                dport: 53,
+            };
             let mut b = vec![0; 8 + 5];
             r.emit(&mut b, b"hello", s, d).unwrap();
             assert_eq!(UdpRepr::parse(&b, 0, Some((s, d))).unwrap(), (r, 13));
