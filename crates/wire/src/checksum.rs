@@ -11,16 +11,21 @@ use crate::error::{Result, WireError};
 
 /// One's-complement sum of `data` as big-endian 16-bit words (an odd last byte is padded with
 /// zero), not yet folded.
+///
+/// Words are added 32 bits at a time: since 2^16 ≡ 1 (mod 2^16 − 1), the big-endian 32-bit
+/// word `hi·2^16 + lo` folds to the same one's-complement sum as `hi + lo`.
 pub fn sum(data: &[u8]) -> u64 {
     let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    let mut quads = data.chunks_exact(4);
+    for c in &mut quads {
+        acc += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    if let [last] = chunks.remainder() {
-        acc += u64::from(*last) << 8;
+    match *quads.remainder() {
+        [a, b, c] => acc + u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
+        [a, b] => acc + u64::from(u16::from_be_bytes([a, b])),
+        [a] => acc + (u64::from(a) << 8),
+        _ => acc,
     }
-    acc
 }
 
 /// Folds a sum to 16 bits and complements it: the checksum field value.
@@ -31,10 +36,27 @@ pub fn finish(mut acc: u64) -> u16 {
     !(acc as u16)
 }
 
-/// The checksum of `data` with the 16-bit field at byte offset `field` (even) taken as zero.
+/// The checksum of `data` with the 16-bit field at byte offset `field` (even) taken as zero:
+/// the field's word is subtracted from the whole sum (it was added once, so no borrow).
 pub fn with_field_zero(data: &[u8], field: usize) -> u16 {
-    let end = (field + 2).min(data.len());
-    finish(sum(&data[..field.min(data.len())]) + sum(&data[end..]))
+    finish(sum(data) - field_word(data, field))
+}
+
+/// Exactly what [`sum`] added for the 16-bit word at the even byte offset `field`, so that
+/// subtracting it leaves the sum of everything else (zero when out of range). In the 32-bit
+/// part a word at a multiple of 4 was added shifted left by 16.
+fn field_word(data: &[u8], field: usize) -> u64 {
+    let quads_end = data.len() & !3;
+    let word = match (data.get(field), data.get(field + 1)) {
+        (Some(&a), Some(&b)) => u64::from(u16::from_be_bytes([a, b])),
+        (Some(&a), None) => u64::from(a) << 8,
+        _ => 0,
+    };
+    if field < quads_end && field % 4 == 0 {
+        word << 16
+    } else {
+        word
+    }
 }
 
 /// Sum of the pseudo-header of `src`, `dst`, protocol `proto` and upper-layer length `len`.
@@ -86,6 +108,23 @@ mod tests {
                 prop_assert_eq!(
                     transport(&data, field, IpAddr::V6(s6), IpAddr::V6(d6), 17).unwrap(),
                     pnet_packet::util::ipv6_checksum(&data, field / 2, &[], &s6, &d6, IpNextHeaderProtocol(17))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_data_with_a_field_matches_pnet() {
+        // The sum of the other words is exactly zero: the fold must give 0xffff both ways.
+        for len in [4usize, 6, 8, 20, 21, 22, 23] {
+            for field in (0..len.saturating_sub(1)).step_by(2) {
+                let mut d = vec![0u8; len];
+                d[field] = 0x12;
+                d[field + 1] = 0x34;
+                assert_eq!(
+                    with_field_zero(&d, field),
+                    pnet_packet::util::checksum(&d, field / 2),
+                    "len {len} field {field}"
                 );
             }
         }

@@ -7,7 +7,7 @@
 use std::net::Ipv4Addr;
 
 use pnet_packet::ip::IpNextHeaderProtocol;
-use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::ipv4::MutableIpv4Packet;
 
 use crate::error::{Layer, Result, WireError, need};
 use crate::proto::IpProto;
@@ -38,7 +38,7 @@ impl Ipv4Options {
     /// # Errors
     /// [`WireError::Build`] when longer than 40 bytes or not a multiple of 4.
     pub fn new(raw: &[u8]) -> Result<Self> {
-        if raw.len() > 40 || raw.len() % 4 != 0 {
+        if raw.len() > 40 || !raw.len().is_multiple_of(4) {
             return Err(WireError::Build(
                 "IPv4 options must be a multiple of 4 bytes, at most 40",
             ));
@@ -178,14 +178,10 @@ impl Ipv4Repr {
             });
         }
         need(buf, hlen, Layer::Ipv4, 0, "header length field (IHL)")?;
-        let view = Ipv4Packet::new(buf).ok_or(WireError::Truncated {
-            layer: Layer::Ipv4,
-            offset: 0,
-            needed: HEADER_LEN,
-            available: buf.len(),
-            what: "fixed header",
-        })?;
-        let total = usize::from(view.get_total_length());
+        // Fixed fields read straight from the bytes (the 20-byte array makes every index
+        // check disappear); the offsets are pnet's `Ipv4Packet` layout (RFC 791 §3.1).
+        let h: &[u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().expect("length checked above");
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
         if total < hlen {
             return Err(WireError::BadHeaderLength {
                 layer: Layer::Ipv4,
@@ -197,7 +193,7 @@ impl Ipv4Repr {
         need(buf, total, Layer::Ipv4, 0, "total length field")?;
         if verify_checksum {
             let expected = internet_checksum(&buf[..hlen], Some(10));
-            let found = view.get_checksum();
+            let found = u16::from_be_bytes([h[10], h[11]]);
             if expected != found {
                 return Err(WireError::BadChecksum {
                     layer: Layer::Ipv4,
@@ -207,17 +203,17 @@ impl Ipv4Repr {
                 });
             }
         }
-        let flags = view.get_flags();
+        let frag = u16::from_be_bytes([h[6], h[7]]);
         let repr = Self {
-            src: view.get_source(),
-            dst: view.get_destination(),
-            proto: IpProto::from(view.get_next_level_protocol().0),
-            ttl: view.get_ttl(),
-            tos: (view.get_dscp() << 2) | view.get_ecn(),
-            ident: view.get_identification(),
-            dont_frag: flags & 0b010 != 0,
-            more_frags: flags & 0b001 != 0,
-            frag_offset: view.get_fragment_offset().wrapping_mul(8),
+            src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+            dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+            proto: IpProto::from(h[9]),
+            ttl: h[8],
+            tos: h[1],
+            ident: u16::from_be_bytes([h[4], h[5]]),
+            dont_frag: frag & 0x4000 != 0,
+            more_frags: frag & 0x2000 != 0,
+            frag_offset: (frag & 0x1fff).wrapping_mul(8),
             options: if hlen == HEADER_LEN {
                 Ipv4Options::NONE
             } else {
@@ -240,7 +236,7 @@ impl Ipv4Repr {
         if total > usize::from(u16::MAX) {
             return Err(WireError::Build("IPv4 total length above 65,535"));
         }
-        if self.frag_offset % 8 != 0 {
+        if !self.frag_offset.is_multiple_of(8) {
             return Err(WireError::Build("IPv4 fragment offset not a multiple of 8"));
         }
         if buf.len() < hlen {
@@ -283,7 +279,7 @@ pub fn internet_checksum(data: &[u8], skip_at: Option<usize>) -> u16 {
 #[cfg(test)]
 fn view_payload_len(buf: &[u8]) -> Option<usize> {
     use pnet_packet::Packet as _;
-    Ipv4Packet::new(buf).map(|v| v.payload().len())
+    pnet_packet::ipv4::Ipv4Packet::new(buf).map(|v| v.payload().len())
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ impl Ipv6FragRepr {
     /// # Errors
     /// [`WireError::Build`] on a short buffer or an offset not a multiple of 8.
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
-        if buf.len() < FRAG_HEADER_LEN || self.offset % 8 != 0 {
+        if buf.len() < FRAG_HEADER_LEN || !self.offset.is_multiple_of(8) {
             return Err(WireError::Build(
                 "bad IPv6 fragment header buffer or offset",
             ));

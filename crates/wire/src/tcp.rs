@@ -9,7 +9,7 @@ use core::fmt;
 use core::ops::{Add, BitOr, Sub};
 use std::net::IpAddr;
 
-use pnet_packet::tcp::{MutableTcpPacket, TcpPacket};
+use pnet_packet::tcp::MutableTcpPacket;
 
 use crate::error::{Layer, Result, WireError, need};
 
@@ -193,14 +193,10 @@ impl TcpRepr {
         verify: Option<(IpAddr, IpAddr)>,
     ) -> Result<(Self, usize)> {
         need(buf, HEADER_LEN, Layer::Tcp, offset, "fixed header")?;
-        let v = TcpPacket::new(buf).ok_or(WireError::Truncated {
-            layer: Layer::Tcp,
-            offset,
-            needed: HEADER_LEN,
-            available: buf.len(),
-            what: "fixed header",
-        })?;
-        let hlen = usize::from(v.get_data_offset()) * 4;
+        // Fixed fields read straight from the bytes (RFC 9293 §3.1 layout, as pnet's
+        // `TcpPacket`); the 20-byte array removes the index checks.
+        let h: &[u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().expect("length checked above");
+        let hlen = usize::from(h[12] >> 4) * 4;
         if hlen < HEADER_LEN {
             return Err(WireError::BadHeaderLength {
                 layer: Layer::Tcp,
@@ -212,7 +208,7 @@ impl TcpRepr {
         need(buf, hlen, Layer::Tcp, offset, "data offset field")?;
         if let Some((src, dst)) = verify {
             let expected = transport_checksum(buf, 16, src, dst, 6)?;
-            let found = v.get_checksum();
+            let found = u16::from_be_bytes([h[16], h[17]]);
             if expected != found {
                 return Err(WireError::BadChecksum {
                     layer: Layer::Tcp,
@@ -223,15 +219,17 @@ impl TcpRepr {
             }
         }
         let mut repr = Self {
-            sport: v.get_source(),
-            dport: v.get_destination(),
-            seq: TcpSeq(v.get_sequence()),
-            ack: TcpSeq(v.get_acknowledgement()),
-            flags: TcpFlags(v.get_flags()),
-            window: v.get_window(),
+            sport: u16::from_be_bytes([h[0], h[1]]),
+            dport: u16::from_be_bytes([h[2], h[3]]),
+            seq: TcpSeq(u32::from_be_bytes([h[4], h[5], h[6], h[7]])),
+            ack: TcpSeq(u32::from_be_bytes([h[8], h[9], h[10], h[11]])),
+            flags: TcpFlags(h[13]),
+            window: u16::from_be_bytes([h[14], h[15]]),
             ..Self::default()
         };
-        parse_options(&buf[HEADER_LEN..hlen], offset + HEADER_LEN, &mut repr)?;
+        if hlen > HEADER_LEN {
+            parse_options(&buf[HEADER_LEN..hlen], offset + HEADER_LEN, &mut repr)?;
+        }
         Ok((repr, hlen))
     }
 
@@ -282,6 +280,13 @@ impl TcpRepr {
 }
 
 fn parse_options(opts: &[u8], offset: usize, repr: &mut TcpRepr) -> Result<()> {
+    // Fast path: the layout tierlab emits (MSS, NOP NOP SACKOK, NOP WS), the common SYN.
+    if let [2, 4, m0, m1, 1, 1, 4, 2, 1, 3, 3, ws] = *opts {
+        repr.mss = Some(u16::from_be_bytes([m0, m1]));
+        repr.sack_permitted = true;
+        repr.window_scale = Some(ws);
+        return Ok(());
+    }
     let bad = |at: usize| WireError::BadHeaderLength {
         layer: Layer::Tcp,
         offset: offset + at,
@@ -303,7 +308,7 @@ fn parse_options(opts: &[u8], offset: usize, repr: &mut TcpRepr) -> Result<()> {
                     (2, 2) => repr.mss = Some(u16::from_be_bytes([body[0], body[1]])),
                     (3, 1) => repr.window_scale = Some(body[0]),
                     (4, 0) => repr.sack_permitted = true,
-                    (2 | 3 | 4, _) => return Err(bad(i)),
+                    (2..=4, _) => return Err(bad(i)),
                     _ => {} // other options (timestamps, SACK blocks...) are skipped
                 }
                 i += l;
