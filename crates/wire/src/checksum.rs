@@ -52,7 +52,7 @@ fn field_word(data: &[u8], field: usize) -> u64 {
         (Some(&a), None) => u64::from(a) << 8,
         _ => 0,
     };
-    if field < quads_end && field % 4 == 0 {
+    if field < quads_end && field.is_multiple_of(4) {
         word << 16
     } else {
         word

@@ -241,7 +241,7 @@ impl Reassembler {
             self.queues.remove(&key);
             return Err(WireError::BadFragment("datagram would exceed 65,535 bytes"));
         }
-        if more && data.len() % 8 != 0 {
+        if more && !data.len().is_multiple_of(8) {
             self.queues.remove(&key);
             return Err(WireError::BadFragment(
                 "non-last fragment length not a multiple of 8",
