@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tierlab::ipip::{EncapParams, TunnelEndpoint, encap::encapsulate_into};
-use tierlab::wire::{Ipv4Repr, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq};
+use tierlab::wire::{IpView, Ipv4Repr, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq};
 
 fn syn() -> (PacketBuilder, TcpRepr) {
     let b = PacketBuilder::new(
@@ -46,6 +46,13 @@ fn wire(c: &mut Criterion) {
     });
     g.bench_function("parse_syn_v4_headers", |bench| {
         bench.iter(|| black_box(Packet::parse(black_box(&bytes), false).unwrap().flow_key()))
+    });
+    g.bench_function("parse_tcp_ipv4_view_verified", |bench| {
+        bench.iter(|| {
+            let v = IpView::new_checked(black_box(&bytes), true).unwrap();
+            let t = v.tcp().unwrap();
+            black_box((v.flow_key(), t.flags(), t.seq()))
+        })
     });
     g.bench_function("parse_ipv4_header", |bench| {
         bench.iter(|| black_box(Ipv4Repr::parse(black_box(&bytes), false).unwrap()))

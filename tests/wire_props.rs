@@ -275,7 +275,8 @@ proptest! {
         let ep = TunnelEndpoint::new(o2, [p.dst()], 1500, false);
         let d = ep.decap(&out).unwrap();
         prop_assert_eq!(d.inner.as_ref(), packet.as_slice());
-        if let IpHeader::V4(h) = d.outer {
+        prop_assert_eq!(d.outer.dst(), o2);
+        if let IpHeader::V4(h) = Packet::parse(d.outer.bytes(), true).unwrap().ip {
             prop_assert_eq!(h.ident, ident);
         }
     }

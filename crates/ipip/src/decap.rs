@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use thiserror::Error;
-use tierlab_wire::{IpHeader, IpProto, Ipv4Repr, Ipv6Repr, Packet, Verify, WireError, ipv4, ipv6};
+use tierlab_wire::{IpProto, IpView, WireError, ipv4};
 
 use crate::encap::TunnelError;
 use crate::ipvs::{TunOutput, xmit};
@@ -63,8 +63,8 @@ pub enum DecapError {
 /// A decapsulated packet.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Decapsulated<'a> {
-    /// The outer header as received.
-    pub outer: IpHeader,
+    /// The outer packet as received (a checked view: read any header field from it).
+    pub outer: IpView<'a>,
     /// The inner packet (borrowed, or rewritten when ECN CE had to be copied in).
     pub inner: Cow<'a, [u8]>,
 }
@@ -117,67 +117,36 @@ impl TunnelEndpoint {
     /// # Errors
     /// [`DecapError`] naming why the packet is refused.
     pub fn decap<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
-        // Outer IP header only (the checksum `ip_rcv` checks); what follows is the inner packet.
-        let (outer, proto, inner_bytes) = match packet.first().map(|b| b >> 4) {
-            Some(6) => {
-                let (h, len) = Ipv6Repr::parse(packet).map_err(DecapError::Outer)?;
-                let (proto, at) =
-                    if h.next_header == IpProto::Ipip || h.next_header == IpProto::Ipv6 {
-                        (h.next_header, ipv6::HEADER_LEN)
-                    } else {
-                        let ul = Packet::parse_with(&packet[..len], Verify::Nothing)
-                            .map_err(DecapError::Outer)?;
-                        if ul.ipv6_frag.is_some() {
-                            return Err(DecapError::OuterFragment);
-                        }
-                        (ul.proto(), ul.transport_offset)
-                    };
-                if h.dst != self.local {
-                    return Err(DecapError::NotLocal {
-                        dst: h.dst.into(),
-                        local: self.local,
-                    });
-                }
-                (IpHeader::V6(h), proto, &packet[at..len])
-            }
-            _ => {
-                let (h, len) = Ipv4Repr::parse(packet, true).map_err(DecapError::Outer)?;
-                if h.dst != self.local {
-                    return Err(DecapError::NotLocal {
-                        dst: h.dst.into(),
-                        local: self.local,
-                    });
-                }
-                if h.is_fragment() {
-                    return Err(DecapError::OuterFragment);
-                }
-                (IpHeader::V4(h), h.proto, &packet[h.header_len()..len])
-            }
-        };
+        // Outer IP header (with the checksum `ip_rcv` checks); what follows is the inner packet.
+        let outer = IpView::new_checked(packet, true).map_err(DecapError::Outer)?;
+        if outer.dst() != self.local {
+            return Err(DecapError::NotLocal {
+                dst: outer.dst(),
+                local: self.local,
+            });
+        }
+        if outer.is_fragment() {
+            return Err(DecapError::OuterFragment);
+        }
+        let proto = outer.proto();
         if proto != IpProto::Ipip && proto != IpProto::Ipv6 {
             return Err(DecapError::NotTunnel(proto));
         }
+        let inner_bytes = outer.payload();
         let version = inner_bytes.first().map_or(0, |b| b >> 4);
         let expected = if proto == IpProto::Ipip { 4 } else { 6 };
         if version != expected {
             return Err(DecapError::FamilyMismatch { proto, version });
         }
         // The inner packet goes through `ip_rcv` again after decapsulation: its IPv4 header
-        // checksum is checked there; its transport checksum is the receiving stack's business,
-        // so only the IP header is parsed here.
-        let (inner_dst, inner_ds, inner_len) = if version == 4 {
-            let (h, len) = Ipv4Repr::parse(inner_bytes, true).map_err(DecapError::Inner)?;
-            (IpAddr::V4(h.dst), h.tos, len)
-        } else {
-            let (h, len) = Ipv6Repr::parse(inner_bytes).map_err(DecapError::Inner)?;
-            (IpAddr::V6(h.dst), h.traffic_class, len)
-        };
-        if !self.vips.contains(&inner_dst) {
-            return Err(DecapError::NotAcceptedVip(inner_dst));
+        // checksum is checked there; its transport checksum is the receiving stack's business.
+        let inner = IpView::new_checked(inner_bytes, true).map_err(DecapError::Inner)?;
+        if !self.vips.contains(&inner.dst()) {
+            return Err(DecapError::NotAcceptedVip(inner.dst()));
         }
         let outer_ce = outer.dsfield() & 3 == 3;
-        let inner_ecn = inner_ds & 3;
-        let bytes = &inner_bytes[..inner_len];
+        let inner_ecn = inner.dsfield() & 3;
+        let bytes = inner.bytes();
         let inner = if !outer_ce || inner_ecn == 3 {
             Cow::Borrowed(bytes)
         } else if inner_ecn == 0 {
@@ -227,7 +196,7 @@ fn mark_ce(bytes: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::encap::{DsMode, EncapParams, encapsulate};
-    use tierlab_wire::{PacketBuilder, TcpFlags, TcpRepr};
+    use tierlab_wire::{Packet, PacketBuilder, TcpFlags, TcpRepr};
 
     fn syn(src: &str, dst: &str, ds: u8) -> Vec<u8> {
         let t = TcpRepr {

@@ -12,7 +12,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tierlab_wire::{IpHeader, IpProto, Ipv4Repr, Ipv6Repr, PacketBuilder, WireError, ipv4, ipv6};
+use tierlab_wire::{
+    IpHeader, IpProto, IpView, Ipv4Repr, Ipv6Repr, PacketBuilder, WireError, ipv4, ipv6,
+};
 
 /// How the outer TTL (IPv4) or hop limit (IPv6) is chosen.
 #[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
@@ -184,22 +186,13 @@ pub fn encapsulate_into(
 
 /// (TTL, DS field, DF, length, outer protocol number) of an inner packet.
 pub(crate) fn inner_fields(inner: &[u8]) -> Result<(u8, u8, bool, usize, IpProto), TunnelError> {
-    match inner.first().map(|b| b >> 4) {
-        Some(4) => {
-            let (h, len) = Ipv4Repr::parse(inner, false).map_err(TunnelError::Inner)?;
-            Ok((h.ttl, h.tos, h.dont_frag, len, IpProto::Ipip))
-        }
-        Some(6) => {
-            let (h, len) = Ipv6Repr::parse(inner).map_err(TunnelError::Inner)?;
-            Ok((h.hop_limit, h.traffic_class, false, len, IpProto::Ipv6))
-        }
-        Some(version) => Err(TunnelError::Inner(WireError::BadVersion {
-            offset: 0,
-            version,
-            expected: "4 or 6",
-        })),
-        None => Err(TunnelError::Inner(WireError::Build("empty inner packet"))),
-    }
+    let v = IpView::new_checked(inner, false).map_err(TunnelError::Inner)?;
+    let proto = if v.is_ipv4() {
+        IpProto::Ipip
+    } else {
+        IpProto::Ipv6
+    };
+    Ok((v.ttl(), v.dsfield(), v.dont_frag(), v.len(), proto))
 }
 
 #[cfg(test)]

@@ -192,7 +192,7 @@ impl Ipv4Repr {
         }
         need(buf, total, Layer::Ipv4, 0, "total length field")?;
         if verify_checksum {
-            let expected = internet_checksum(&buf[..hlen], Some(10));
+            let expected = crate::checksum::ipv4_header(&buf[..hlen]);
             let found = u16::from_be_bytes([h[10], h[11]]);
             if expected != found {
                 return Err(WireError::BadChecksum {
@@ -260,7 +260,7 @@ impl Ipv4Repr {
             v.set_destination(self.dst);
         }
         buf[HEADER_LEN..hlen].copy_from_slice(self.options.as_bytes());
-        let c = internet_checksum(&buf[..hlen], None);
+        let c = crate::checksum::ipv4_header(&buf[..hlen]);
         buf[10..12].copy_from_slice(&c.to_be_bytes());
         Ok(())
     }

@@ -10,6 +10,8 @@
 //!   that parses from and emits into bytes (through `pnet_packet` views) and checks every
 //!   length field pnet leaves unchecked.
 //! - [`checksum`]: the Internet checksum and pseudo-headers.
+//! - [`view`]: zero-copy checked views ([`IpView`], [`TcpView`]): the fast path for tiers
+//!   that read a few fields of every packet.
 //! - [`packet`]: whole packets ([`Packet::parse`], [`PacketBuilder`]).
 //! - [`frag`]: IPv4 fragmentation as Linux's `ip_do_fragment` does it, and reassembly.
 //! - [`pcap`]: a pcap writer (and reader) with link type RAW and nanosecond timestamps.
@@ -44,6 +46,7 @@ pub mod rng;
 pub mod tcp;
 pub mod time;
 pub mod udp;
+pub mod view;
 
 pub use error::{Layer, Result, WireError};
 pub use flow::FlowKey;
@@ -56,3 +59,4 @@ pub use rng::SimRng;
 pub use tcp::{TcpFlags, TcpRepr, TcpSeq};
 pub use time::{Duration, Instant};
 pub use udp::UdpRepr;
+pub use view::{IpView, TcpView};
