@@ -97,20 +97,8 @@ impl Icmpv4Repr {
     /// Truncated header or bad checksum.
     pub fn parse(buf: &[u8], offset: usize, verify: bool) -> Result<Self> {
         need(buf, HEADER_LEN, Layer::Icmpv4, offset, "header")?;
-        if verify {
-            let expected = internet_checksum(buf, Some(2));
-            let found = u16::from_be_bytes([buf[2], buf[3]]);
-            if expected != found {
-                return Err(WireError::BadChecksum {
-                    layer: Layer::Icmpv4,
-                    offset,
-                    found,
-                    expected,
-                });
-            }
-        }
-        let rest = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let (kind, code) = (buf[0], buf[1]);
+        let expected = verify.then(|| internet_checksum(buf, Some(2)));
+        let (kind, code, rest) = read_header(buf, offset, Layer::Icmpv4, expected)?;
         Ok(match kind {
             8 if code == 0 => Self::EchoRequest {
                 ident: (rest >> 16) as u16,
@@ -134,16 +122,7 @@ impl Icmpv4Repr {
     /// # Errors
     /// [`WireError::Build`] on a short buffer.
     pub fn emit(&self, buf: &mut [u8], body: &[u8]) -> Result<()> {
-        let len = HEADER_LEN + body.len();
-        if buf.len() < len {
-            return Err(WireError::Build("buffer shorter than the ICMP message"));
-        }
-        let (kind, code, rest) = self.fields();
-        buf[0] = kind;
-        buf[1] = code;
-        buf[2..4].fill(0);
-        buf[4..8].copy_from_slice(&rest.to_be_bytes());
-        buf[8..len].copy_from_slice(body);
+        let len = write_header(buf, body, self.fields())?;
         let c = internet_checksum(&buf[..len], Some(2));
         buf[2..4].copy_from_slice(&c.to_be_bytes());
         Ok(())
@@ -217,20 +196,11 @@ impl Icmpv6Repr {
     /// Truncated header or bad checksum.
     pub fn parse(buf: &[u8], offset: usize, verify: Option<(Ipv6Addr, Ipv6Addr)>) -> Result<Self> {
         need(buf, HEADER_LEN, Layer::Icmpv6, offset, "header")?;
-        if let Some((s, d)) = verify {
-            let expected = transport_checksum(buf, 2, s.into(), d.into(), 58)?;
-            let found = u16::from_be_bytes([buf[2], buf[3]]);
-            if expected != found {
-                return Err(WireError::BadChecksum {
-                    layer: Layer::Icmpv6,
-                    offset,
-                    found,
-                    expected,
-                });
-            }
-        }
-        let rest = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let (kind, code) = (buf[0], buf[1]);
+        let expected = match verify {
+            Some((s, d)) => Some(transport_checksum(buf, 2, s.into(), d.into(), 58)?),
+            None => None,
+        };
+        let (kind, code, rest) = read_header(buf, offset, Layer::Icmpv6, expected)?;
         Ok(match kind {
             1 => Self::DestUnreachable { code },
             2 if code == 0 => Self::PacketTooBig { mtu: rest },
@@ -252,20 +222,49 @@ impl Icmpv6Repr {
     /// # Errors
     /// [`WireError::Build`] on a short buffer.
     pub fn emit(&self, buf: &mut [u8], body: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<()> {
-        let len = HEADER_LEN + body.len();
-        if buf.len() < len {
-            return Err(WireError::Build("buffer shorter than the ICMPv6 message"));
-        }
-        let (kind, code, rest) = self.fields();
-        buf[0] = kind;
-        buf[1] = code;
-        buf[2..4].fill(0);
-        buf[4..8].copy_from_slice(&rest.to_be_bytes());
-        buf[8..len].copy_from_slice(body);
+        let len = write_header(buf, body, self.fields())?;
         let c = transport_checksum(&buf[..len], 2, src.into(), dst.into(), 58)?;
         buf[2..4].copy_from_slice(&c.to_be_bytes());
         Ok(())
     }
+}
+
+/// Type, code and the 4 type-specific bytes of an ICMP/ICMPv6 header (at least 8 bytes, checked
+/// by the caller), after comparing the checksum field with `expected` when given.
+fn read_header(
+    buf: &[u8],
+    offset: usize,
+    layer: Layer,
+    expected: Option<u16>,
+) -> Result<(u8, u8, u32)> {
+    let found = u16::from_be_bytes([buf[2], buf[3]]);
+    if let Some(expected) = expected.filter(|&e| e != found) {
+        return Err(WireError::BadChecksum {
+            layer,
+            offset,
+            found,
+            expected,
+        });
+    }
+    Ok((
+        buf[0],
+        buf[1],
+        u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+    ))
+}
+
+/// Writes an ICMP/ICMPv6 header (checksum zero) and `body`; returns the message length.
+fn write_header(buf: &mut [u8], body: &[u8], (kind, code, rest): (u8, u8, u32)) -> Result<usize> {
+    let len = HEADER_LEN + body.len();
+    if buf.len() < len {
+        return Err(WireError::Build("buffer shorter than the ICMP message"));
+    }
+    buf[0] = kind;
+    buf[1] = code;
+    buf[2..4].fill(0);
+    buf[4..8].copy_from_slice(&rest.to_be_bytes());
+    buf[8..len].copy_from_slice(body);
+    Ok(len)
 }
 
 /// The errors tierlab's tiers send, with their ICMP/ICMPv6 type and code.

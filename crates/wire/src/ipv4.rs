@@ -159,7 +159,7 @@ impl Ipv4Repr {
     /// Truncated buffer, version not 4, IHL below 5, total length below the header length or
     /// beyond the buffer, and (when `verify_checksum`) a bad header checksum.
     pub fn parse(buf: &[u8], verify_checksum: bool) -> Result<(Self, usize)> {
-        need(buf, HEADER_LEN, Layer::Ipv4, 0, "fixed header")?;
+        need(buf, 1, Layer::Ipv4, 0, "fixed header")?;
         let version = buf[0] >> 4;
         if version != 4 {
             return Err(WireError::BadVersion {
@@ -168,41 +168,11 @@ impl Ipv4Repr {
                 expected: "4",
             });
         }
-        let hlen = usize::from(buf[0] & 0x0f) * 4;
-        if hlen < HEADER_LEN {
-            return Err(WireError::BadHeaderLength {
-                layer: Layer::Ipv4,
-                offset: 0,
-                value: hlen / 4,
-                why: "IHL below 5",
-            });
-        }
-        need(buf, hlen, Layer::Ipv4, 0, "header length field (IHL)")?;
-        // Fixed fields read straight from the bytes (the 20-byte array makes every index
-        // check disappear); the offsets are pnet's `Ipv4Packet` layout (RFC 791 §3.1).
-        let h: &[u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().expect("length checked above");
-        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
-        if total < hlen {
-            return Err(WireError::BadHeaderLength {
-                layer: Layer::Ipv4,
-                offset: 0,
-                value: total,
-                why: "total length below header length",
-            });
-        }
-        need(buf, total, Layer::Ipv4, 0, "total length field")?;
-        if verify_checksum {
-            let expected = crate::checksum::ipv4_header(&buf[..hlen]);
-            let found = u16::from_be_bytes([h[10], h[11]]);
-            if expected != found {
-                return Err(WireError::BadChecksum {
-                    layer: Layer::Ipv4,
-                    offset: 0,
-                    found,
-                    expected,
-                });
-            }
-        }
+        // One place checks every length field (and the checksum): the view.
+        let view = crate::view::IpView::new_checked(buf, verify_checksum)?;
+        let (total, hlen) = (view.len(), view.transport_offset());
+        // The fixed fields, straight from the bytes (RFC 791 §3.1 layout).
+        let h: &[u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().expect("checked by the view");
         let frag = u16::from_be_bytes([h[6], h[7]]);
         let repr = Self {
             src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use pnet_packet::tcp::MutableTcpPacket;
 
-use crate::error::{Layer, Result, WireError, need};
+use crate::error::{Layer, Result, WireError};
 
 /// Length of a TCP header without options.
 pub const HEADER_LEN: usize = 20;
@@ -192,23 +192,12 @@ impl TcpRepr {
         offset: usize,
         verify: Option<(IpAddr, IpAddr)>,
     ) -> Result<(Self, usize)> {
-        need(buf, HEADER_LEN, Layer::Tcp, offset, "fixed header")?;
-        // Fixed fields read straight from the bytes (RFC 9293 §3.1 layout, as pnet's
-        // `TcpPacket`); the 20-byte array removes the index checks.
-        let h: &[u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().expect("length checked above");
-        let hlen = usize::from(h[12] >> 4) * 4;
-        if hlen < HEADER_LEN {
-            return Err(WireError::BadHeaderLength {
-                layer: Layer::Tcp,
-                offset,
-                value: hlen / 4,
-                why: "data offset below 5",
-            });
-        }
-        need(buf, hlen, Layer::Tcp, offset, "data offset field")?;
+        // One place checks the length fields: the view.
+        let v = crate::view::TcpView::new_checked(buf, offset)?;
+        let hlen = v.header_len();
         if let Some((src, dst)) = verify {
             let expected = transport_checksum(buf, 16, src, dst, 6)?;
-            let found = u16::from_be_bytes([h[16], h[17]]);
+            let found = u16::from_be_bytes([buf[16], buf[17]]);
             if expected != found {
                 return Err(WireError::BadChecksum {
                     layer: Layer::Tcp,
@@ -219,12 +208,12 @@ impl TcpRepr {
             }
         }
         let mut repr = Self {
-            sport: u16::from_be_bytes([h[0], h[1]]),
-            dport: u16::from_be_bytes([h[2], h[3]]),
-            seq: TcpSeq(u32::from_be_bytes([h[4], h[5], h[6], h[7]])),
-            ack: TcpSeq(u32::from_be_bytes([h[8], h[9], h[10], h[11]])),
-            flags: TcpFlags(h[13]),
-            window: u16::from_be_bytes([h[14], h[15]]),
+            sport: v.sport(),
+            dport: v.dport(),
+            seq: v.seq(),
+            ack: v.ack(),
+            flags: v.flags(),
+            window: v.window(),
             ..Self::default()
         };
         if hlen > HEADER_LEN {
