@@ -11,7 +11,6 @@
 //! ([`tierlab_wire::frag::Reassembler`]), as `ip_defrag` does before the tunnel sees them.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use thiserror::Error;
@@ -74,7 +73,8 @@ pub struct Decapsulated<'a> {
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct TunnelEndpoint {
     local: IpAddr,
-    vips: BTreeSet<IpAddr>,
+    /// Sorted, without duplicates; a handful of addresses, scanned linearly.
+    vips: Vec<IpAddr>,
     mtu: u16,
     pmtu_disc: bool,
 }

@@ -39,10 +39,36 @@ pub fn finish(mut acc: u64) -> u16 {
 /// The checksum of an IPv4 header (`header.len()` = IHL × 4) with its checksum field (bytes
 /// 10–11) taken as zero. The common 20-byte header is summed in five unrolled 32-bit words.
 pub fn ipv4_header(header: &[u8]) -> u16 {
-    if let Ok(h) = <&[u8; 20]>::try_from(header) {
-        let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
-        // Word 2 holds TTL, protocol and the checksum: keep only TTL and protocol.
-        let s = w(0) + w(4) + (w(8) & 0xffff_0000) + w(12) + w(16);
+    if let [
+        a0,
+        a1,
+        a2,
+        a3,
+        b0,
+        b1,
+        b2,
+        b3,
+        ttl,
+        proto,
+        _,
+        _,
+        c0,
+        c1,
+        c2,
+        c3,
+        d0,
+        d1,
+        d2,
+        d3,
+    ] = *header
+    {
+        let w = |a: u8, b: u8, c: u8, d: u8| u64::from(u32::from_be_bytes([a, b, c, d]));
+        // The checksum field (bytes 10-11) counts as zero.
+        let s = w(a0, a1, a2, a3)
+            + w(b0, b1, b2, b3)
+            + w(ttl, proto, 0, 0)
+            + w(c0, c1, c2, c3)
+            + w(d0, d1, d2, d3);
         finish(s)
     } else {
         with_field_zero(header, 10)

@@ -452,8 +452,25 @@ impl PacketBuilder {
     /// # Errors
     /// [`WireError::Build`] when too long.
     pub fn raw_into(&self, proto: IpProto, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let off = self.start(out, proto, payload.len())?;
-        out[off..].copy_from_slice(payload);
+        // The header is written on the stack, then header and payload are appended: no zero
+        // fill of the payload area.
+        let mut hdr = [0u8; crate::ipv4::MAX_HEADER_LEN];
+        let hl = match self.ip {
+            IpHeader::V4(mut h) => {
+                h.proto = proto;
+                h.emit(&mut hdr, payload.len())?;
+                h.header_len()
+            }
+            IpHeader::V6(mut h) => {
+                h.next_header = proto;
+                h.emit(&mut hdr, payload.len())?;
+                ipv6::HEADER_LEN
+            }
+        };
+        out.clear();
+        out.reserve(hl + payload.len());
+        out.extend_from_slice(&hdr[..hl]);
+        out.extend_from_slice(payload);
         Ok(())
     }
 
