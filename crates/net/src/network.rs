@@ -121,6 +121,7 @@ enum Event {
     Deliver {
         link: LinkId,
         from: NodeId,
+        origin: NodeId,
         to: Attachment,
         packet: Vec<u8>,
     },
@@ -411,6 +412,7 @@ impl Network {
                 iface,
                 next_hop,
                 packet,
+                origin: None,
             },
         );
     }
@@ -435,6 +437,7 @@ impl Network {
             Event::Deliver {
                 link,
                 from,
+                origin,
                 to,
                 packet,
             } => {
@@ -455,7 +458,7 @@ impl Network {
                     let mut out = std::mem::take(&mut self.outbox);
                     self.nodes[to.node.0 as usize]
                         .node
-                        .handle_packet(at, to.iface, packet, &mut out);
+                        .handle_packet(at, to.iface, packet, origin, &mut out);
                     self.apply(to.node, &mut out);
                     self.outbox = out;
                 }
@@ -528,11 +531,13 @@ impl Network {
         };
         let at = self.now + l.spec.latency;
         self.acct.in_flight += 1;
+        let origin = s.origin.unwrap_or(from);
         self.queue.push(
             at,
             Event::Deliver {
                 link,
                 from,
+                origin,
                 to,
                 packet: s.packet,
             },
@@ -589,6 +594,7 @@ mod tests {
     #[derive(Default)]
     struct Echo {
         seen: u64,
+        origins: Vec<NodeId>,
         timers: Vec<(Instant, u64)>,
     }
 
@@ -598,9 +604,11 @@ mod tests {
             _now: Instant,
             iface: IfaceId,
             packet: Vec<u8>,
+            origin: NodeId,
             out: &mut Outbox,
         ) {
             self.seen += 1;
+            self.origins.push(origin);
             let p = Packet::parse(&packet, true).unwrap();
             if p.ip.ttl() <= 1 {
                 out.drop_packet(DropReason::Ttl);
@@ -668,6 +676,8 @@ mod tests {
         assert_eq!(net.node::<Echo>(a).unwrap().seen, 2);
         assert_eq!(net.node::<Echo>(b).unwrap().seen, 2);
         assert_eq!(net.node_drops().at_node(a).get(&DropReason::Ttl), Some(&1));
+        assert_eq!(net.node::<Echo>(a).unwrap().origins, vec![b, b]);
+        assert_eq!(net.node::<Echo>(b).unwrap().origins, vec![a, a]);
         assert_eq!(net.now(), Instant::from_secs(1));
     }
 

@@ -6,14 +6,23 @@ use std::net::IpAddr;
 use tierlab_wire::Instant;
 
 use crate::drop::DropReason;
-use crate::ids::IfaceId;
+use crate::ids::{IfaceId, NodeId};
 
 /// A network node: a packet or a timer goes in, packets, timers and drops come out through the
 /// [`Outbox`]. A node never reads a clock: `now` is given, and never goes backwards between
 /// calls. A node keeps no reference to the engine.
 pub trait Node: Any {
-    /// A packet arrived on interface `iface`.
-    fn handle_packet(&mut self, now: Instant, iface: IfaceId, packet: Vec<u8>, out: &mut Outbox);
+    /// A packet arrived on interface `iface`. `origin` is the node that built it (routers and
+    /// directors forward packets without becoming their origin): a client uses it to say who
+    /// reset its connection.
+    fn handle_packet(
+        &mut self,
+        now: Instant,
+        iface: IfaceId,
+        packet: Vec<u8>,
+        origin: NodeId,
+        out: &mut Outbox,
+    );
 
     /// A timer the node set (with this `token`) fired. Timers cannot be cancelled: a node
     /// ignores tokens it no longer cares about.
@@ -26,6 +35,8 @@ pub(crate) struct Send {
     pub(crate) iface: IfaceId,
     pub(crate) next_hop: Option<IpAddr>,
     pub(crate) packet: Vec<u8>,
+    /// The node that built the packet; `None`: the sender itself.
+    pub(crate) origin: Option<NodeId>,
 }
 
 /// What a node produces while handling one input.
@@ -48,6 +59,7 @@ impl Outbox {
             iface,
             next_hop: None,
             packet,
+            origin: None,
         });
     }
 
@@ -58,6 +70,7 @@ impl Outbox {
             iface,
             next_hop: Some(next_hop),
             packet,
+            origin: None,
         });
     }
 
