@@ -136,7 +136,8 @@ pub(crate) fn xmit(
     }
     let mut inner = inner[..len].to_vec();
     if forwarding {
-        decrement_ttl(&mut inner);
+        // TTL above 1 was checked above.
+        tierlab_wire::decrement_ttl(&mut inner);
     }
 
     // 2. Tunnel MTU.
@@ -190,19 +191,6 @@ pub(crate) fn xmit(
         fragment_v6(&outer, route_mtu, u32::from(ident)).map_err(TunnelError::Inner)?
     };
     Ok(TunOutput::Forward(pieces))
-}
-
-/// Decrements the TTL / hop limit of a packet in place, fixing the IPv4 header checksum.
-/// The caller has checked the packet parses and its TTL is above 1.
-fn decrement_ttl(packet: &mut [u8]) {
-    if packet[0] >> 4 == 4 {
-        packet[8] -= 1;
-        let hlen = usize::from(packet[0] & 0xf) * 4;
-        let c = ipv4::internet_checksum(&packet[..hlen], Some(10));
-        packet[10..12].copy_from_slice(&c.to_be_bytes());
-    } else {
-        packet[7] -= 1;
-    }
 }
 
 #[cfg(test)]

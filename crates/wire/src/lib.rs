@@ -53,7 +53,7 @@ pub use flow::FlowKey;
 pub use icmp::{IcmpError, Icmpv4Repr, Icmpv6Repr};
 pub use ipv4::Ipv4Repr;
 pub use ipv6::Ipv6Repr;
-pub use packet::{IpHeader, Packet, PacketBuilder, Transport, Verify};
+pub use packet::{IpHeader, Packet, PacketBuilder, Transport, Verify, decrement_ttl};
 pub use proto::IpProto;
 pub use rng::SimRng;
 pub use tcp::{TcpFlags, TcpRepr, TcpSeq};

@@ -291,6 +291,28 @@ fn parse_transport(
     })
 }
 
+/// Decrements the TTL (IPv4, fixing the header checksum) or hop limit (IPv6) of the packet in
+/// `bytes`, as a router forwarding it does. Returns `false`, changing nothing, when the
+/// TTL/hop limit is already 1 or 0 (the router must drop the packet and may answer "time
+/// exceeded"), or when the bytes are not an IP header.
+pub fn decrement_ttl(bytes: &mut [u8]) -> bool {
+    match bytes.first().map(|b| b >> 4) {
+        Some(4) if bytes.len() >= crate::ipv4::HEADER_LEN && bytes[8] > 1 => {
+            bytes[8] -= 1;
+            let hlen =
+                (usize::from(bytes[0] & 0xf) * 4).clamp(crate::ipv4::HEADER_LEN, bytes.len());
+            let c = crate::checksum::ipv4_header(&bytes[..hlen]);
+            bytes[10..12].copy_from_slice(&c.to_be_bytes());
+            true
+        }
+        Some(6) if bytes.len() >= ipv6::HEADER_LEN && bytes[7] > 1 => {
+            bytes[7] -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Builds packets from one IP header template. Lengths, protocol numbers and checksums are
 /// filled in.
 ///
@@ -492,5 +514,33 @@ impl PacketBuilder {
                 Ok(ipv6::HEADER_LEN)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::TcpFlags;
+
+    #[test]
+    fn decrement_ttl_keeps_the_checksum_right_and_stops_at_one() {
+        for (s, d) in [("10.0.0.1", "10.0.0.2"), ("2001:db8::1", "2001:db8::2")] {
+            let t = TcpRepr {
+                flags: TcpFlags::SYN,
+                ..TcpRepr::default()
+            };
+            let mut b = PacketBuilder::new(s.parse().unwrap(), d.parse().unwrap())
+                .unwrap()
+                .ttl(2)
+                .tcp(&t, &[])
+                .unwrap();
+            assert!(decrement_ttl(&mut b));
+            let p = Packet::parse(&b, true).unwrap();
+            assert_eq!(p.ip.ttl(), 1);
+            assert!(!decrement_ttl(&mut b));
+            assert_eq!(Packet::parse(&b, true).unwrap().ip.ttl(), 1);
+        }
+        assert!(!decrement_ttl(&mut []));
+        assert!(!decrement_ttl(&mut [0x45, 0, 0]));
     }
 }
