@@ -1,0 +1,308 @@
+//! Speed and memory of the L7 tier (`tierlab-l7`), per TCP kind.
+//!
+//! - `l7/conn_through_proxy/{scripted,smoltcp}`: whole connections through one proxy — client
+//!   SYN tunnelled (IPIP) to the proxy, handshake, `GET /10000`, PROXY header and request to
+//!   the backend, 10 kB response relayed, both closes — in batches of 1,000 concurrent
+//!   connections, all three hosts' work included (client, proxy, backend), on long-lived
+//!   hosts (61 s of virtual time pass after each batch, so TIME-WAIT entries expire as in a
+//!   long run). Throughput is in connections.
+//! - `l7/proxy_only/{scripted,smoltcp}`: the proxy's share: every packet and timer the proxy
+//!   got during one batch is recorded, then replayed into a fresh, identical proxy (the run
+//!   is deterministic, so the replay is the same work), so the figure reads as connections
+//!   per second per proxy core.
+//! - Time is the bench thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), as in benches/ecmp.rs.
+//! - Memory per open connection is printed once per kind (not a criterion measurement): the
+//!   stacks' own accounting (`TcpStack::memory_bytes`) with 20,000 established idle
+//!   connections, and the process's resident-set growth for the same (from
+//!   `/proc/self/statm`, Linux only).
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+
+use cpu_time::ThreadCpuTime;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tierlab::ipip::{EncapParams, encapsulate};
+use tierlab::l7::{
+    BackendConfig, BackendServer, Proxy, ProxyConfig, ScriptedConfig, ScriptedStack, SmolConfig,
+    SmolStack, TcpEvent, TcpStack,
+};
+use tierlab::wire::{Instant, Packet, Verify};
+
+const BATCH: usize = 1_000;
+
+const SIZE: u64 = 10_000;
+
+/// A minimal client: opens connections, sends the request, reads the whole response, closes.
+struct Driver<S: TcpStack> {
+    client: S,
+    proxy: Proxy<S>,
+    backend: BackendServer<S>,
+    tunnel: IpAddr,
+    now: Instant,
+}
+
+fn setup<S: TcpStack>(mut make: impl FnMut() -> S) -> Driver<S> {
+    let mut pc = ProxyConfig::lab(1, 1);
+    pc.check.enabled = false;
+    pc.servers[0].agent_port = None;
+    let proxy = Proxy::new(pc, make()).unwrap();
+    let mut bc = BackendConfig::lab(1);
+    bc.agent_port = None;
+    let backend = BackendServer::new(bc, make()).unwrap();
+    let mut client = make();
+    for k in 1..=200u8 {
+        client.add_address(IpAddr::from([203, 0, 113, k]));
+    }
+    let tunnel = proxy.config().tunnel_addr;
+    Driver {
+        client,
+        proxy,
+        backend,
+        tunnel,
+        now: Instant::from_millis(1),
+    }
+}
+
+/// What the proxy was given, in order: a packet, or a timer call (`None`).
+type Trace = Vec<(Instant, Option<Vec<u8>>)>;
+
+/// Runs `BATCH` connections to completion, then lets 61 s of virtual time pass (TIME-WAIT
+/// entries expire, as in a long run), recording the proxy's inputs into `trace`.
+fn run<S: TcpStack>(d: &mut Driver<S>, mut trace: Option<&mut Trace>) {
+    let vip = SocketAddr::new(IpAddr::from([198, 51, 100, 1]), 80);
+    let req = tierlab::l7::http::get_request(SIZE, vip.ip());
+    let mut now = d.now;
+    for i in 0..BATCH {
+        let src = SocketAddr::new(
+            IpAddr::from([203, 0, 113, 1 + (i % 200) as u8]),
+            33_000 + (i / 200) as u16,
+        );
+        d.client.connect(now, src, vip).unwrap();
+    }
+    let enc = |inner: &[u8], tunnel: IpAddr| {
+        encapsulate(
+            inner,
+            &EncapParams::ipvs(IpAddr::from([192, 0, 2, 4]), tunnel, false, 0),
+        )
+        .unwrap()
+    };
+    let mut to_proxy: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut buf = Vec::new();
+    let mut done = 0;
+    let end = now + tierlab::wire::Duration::from_secs(61);
+    loop {
+        let mut moved = false;
+        while let Some(p) = d.client.poll_transmit() {
+            to_proxy.push_back(enc(&p, d.tunnel));
+            moved = true;
+        }
+        while let Some(p) = d.backend.poll_transmit() {
+            to_proxy.push_back(p);
+            moved = true;
+        }
+        while let Some(p) = to_proxy.pop_front() {
+            d.proxy.handle_packet(now, &p);
+            if let Some(t) = trace.as_deref_mut() {
+                t.push((now, Some(p)));
+            }
+        }
+        let mut out = Vec::new();
+        while let Some(p) = d.proxy.poll_transmit() {
+            out.push(p);
+        }
+        for p in out {
+            moved = true;
+            let dst = Packet::parse_with(&p, Verify::Nothing).unwrap().dst();
+            if dst.is_ipv6() {
+                let _ = d.backend.handle_packet(now, &p);
+            } else {
+                let _ = d.client.handle_packet(now, &p);
+            }
+        }
+        while let Some(ev) = d.client.poll_event() {
+            match ev {
+                TcpEvent::Connected { id } => {
+                    let _ = d.client.send(now, id, req.as_bytes());
+                }
+                TcpEvent::Readable { id } | TcpEvent::PeerClosed { id } => {
+                    buf.clear();
+                    let n = d.client.recv_queue(id);
+                    let _ = d.client.recv(now, id, &mut buf, n);
+                    if d.client.peer_closed(id) {
+                        let _ = d.client.close(now, id);
+                    }
+                }
+                TcpEvent::Closed { .. } => done += 1,
+                _ => {}
+            }
+        }
+        if !moved {
+            // Quiet: advance to the next timer (delayed ACKs, then TIME-WAIT expiry).
+            let next = [
+                d.client.poll_timeout(),
+                d.proxy.poll_timeout(),
+                d.backend.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(t) = next.filter(|t| *t <= end) else {
+                break;
+            };
+            now = now.max(t);
+            d.client.handle_timeout(now);
+            d.proxy.handle_timeout(now);
+            if let Some(t) = trace.as_deref_mut() {
+                t.push((now, None));
+            }
+            d.backend.handle_timeout(now);
+        }
+    }
+    d.now = end;
+    assert_eq!(done, BATCH, "every connection completed");
+    assert_eq!(d.proxy.sessions(), 0);
+}
+
+/// Feeds a recorded trace to a fresh proxy; returns the packets it sent (a checksum of work).
+fn replay<S: TcpStack>(proxy: &mut Proxy<S>, trace: &Trace) -> usize {
+    let mut sent = 0;
+    for (now, p) in trace {
+        match p {
+            Some(p) => proxy.handle_packet(*now, p),
+            None => proxy.handle_timeout(*now),
+        }
+        while proxy.poll_transmit().is_some() {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+fn scripted() -> ScriptedStack {
+    ScriptedStack::new(ScriptedConfig {
+        verify_checksums: true,
+        ..ScriptedConfig::default()
+    })
+}
+
+fn smol() -> SmolStack {
+    SmolStack::new(SmolConfig::default())
+}
+
+/// Batches replayed per `proxy_only` iteration (the first one warms the allocator).
+const REPLAY_BATCHES: usize = 4;
+
+fn bench_kind<S: TcpStack>(c: &mut Criterion<ThreadCpuTime>, name: &str, make: fn() -> S) {
+    let mut g = c.benchmark_group("l7/conn_through_proxy");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(10);
+    let mut d = setup(make);
+    run(&mut d, None);
+    g.bench_function(name, |b| b.iter(|| run(&mut d, None)));
+    g.finish();
+    let mut g = c.benchmark_group("l7/proxy_only");
+    g.throughput(Throughput::Elements((REPLAY_BATCHES * BATCH) as u64));
+    g.sample_size(10);
+    let mut trace = Trace::new();
+    let mut d = setup(make);
+    for _ in 0..REPLAY_BATCHES {
+        run(&mut d, Some(&mut trace));
+    }
+    let expected = replay(&mut setup(make).proxy, &trace);
+    let packets_in = trace.iter().filter(|t| t.1.is_some()).count();
+    println!(
+        "l7/{name}: per connection the proxy takes {:.1} packets and sends {:.1}",
+        packets_in as f64 / (REPLAY_BATCHES * BATCH) as f64,
+        expected as f64 / (REPLAY_BATCHES * BATCH) as f64
+    );
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || setup(make).proxy,
+            |mut p| {
+                assert_eq!(replay(&mut p, &trace), expected);
+                p
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    g.finish();
+}
+
+fn rss_bytes() -> Option<usize> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Memory per open (established, idle) connection, client side of a stack.
+fn memory<S: TcpStack>(name: &str, make: fn() -> S) {
+    const N: usize = 20_000;
+    let before = rss_bytes();
+    let mut a = make();
+    let mut b = make();
+    let server: IpAddr = IpAddr::from([198, 51, 100, 1]);
+    b.add_address(server);
+    b.listen(SocketAddr::new(server, 80)).unwrap();
+    for k in 1..=200u8 {
+        a.add_address(IpAddr::from([203, 0, 113, k]));
+    }
+    let now = Instant::from_millis(1);
+    for i in 0..N {
+        let src = SocketAddr::new(
+            IpAddr::from([203, 0, 113, 1 + (i % 200) as u8]),
+            33_000 + (i / 200) as u16,
+        );
+        a.connect(now, src, SocketAddr::new(server, 80)).unwrap();
+        loop {
+            let mut moved = false;
+            while let Some(p) = a.poll_transmit() {
+                let _ = b.handle_packet(now, &p);
+                moved = true;
+            }
+            while let Some(p) = b.poll_transmit() {
+                let _ = a.handle_packet(now, &p);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        while a.poll_event().is_some() {}
+        while b.poll_event().is_some() {}
+    }
+    let after = rss_bytes();
+    let per_side = a.memory_bytes() / N;
+    let rss = match (before, after) {
+        (Some(x), Some(y)) => format!("{} B", y.saturating_sub(x) / (2 * N)),
+        _ => "n/a".to_owned(),
+    };
+    println!(
+        "l7/memory_per_connection/{name}: accounted {per_side} B per endpoint; RSS growth {rss} per endpoint ({N} idle established connections, both ends in one process)"
+    );
+    assert_eq!(a.connections(), N);
+    assert_eq!(b.connections(), N);
+}
+
+fn benches(c: &mut Criterion<ThreadCpuTime>) {
+    // Printed once, and only when the memory "bench" is selected (a filter skips it).
+    c.bench_function("l7/memory_per_connection", |b| {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            memory("scripted", scripted);
+            memory("smoltcp", smol);
+        });
+        b.iter(|| 0);
+    });
+    bench_kind(c, "scripted", scripted);
+    bench_kind(c, "smoltcp", smol);
+}
+
+criterion_group! {
+    name = l7;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = benches
+}
+criterion_main!(l7);

@@ -1,0 +1,1189 @@
+//! Scripted TCP: a light, standards-correct TCP endpoint for runs of a million connections.
+//!
+//! What it does (RFC 9293 unless said otherwise): three-way handshake with the MSS option,
+//! sequence and acknowledgement numbers, in-order data with the receive window as flow control,
+//! FIN in both directions (half-close, TIME-WAIT), RST sent and received (RFC 5961 §3 checks:
+//! a RST exactly at RCV.NXT resets, one elsewhere in the window draws a challenge ACK), the
+//! RST a host gives to a segment of an unknown connection ([`rst_for_unknown`]),
+//! retransmission on an RFC 6298 timer with exponential backoff and Linux's limits
+//! (`tcp_syn_retries`, `tcp_synack_retries`, `tcp_retries2`), delayed ACKs (every second
+//! full segment or after 40 ms), zero-window probes, and TIME-WAIT handling of a new SYN.
+//!
+//! What it leaves out, on purpose: congestion control (a sender fills the peer's window at
+//! once), SACK, timestamps, window scaling (windows top at 65,535 bytes), an out-of-order
+//! queue (a segment beyond RCV.NXT is dropped and answered with a duplicate ACK; the sender
+//! goes back to SND.UNA on timeout), fast retransmit, Nagle.
+//!
+//! After a retransmission timeout the sender keeps at most one segment in flight until an ACK
+//! advances SND.UNA (as Linux's congestion window of one after RTO), so a blackhole costs one
+//! packet per backoff, not a window.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use foldhash::fast::FixedState;
+use tierlab_wire::{
+    Duration, Instant, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq, Transport, Verify,
+};
+
+use crate::stack::{
+    CloseCause, ConnId, StackError, TcpEvent, TcpStack, initial_seq, rst_for_unknown,
+};
+
+/// Parameters of a scripted stack, with Linux's defaults and their sysctl names.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptedConfig {
+    /// Link MTU the MSS is derived from (MSS = MTU − 40 for IPv4, − 60 for IPv6).
+    pub mtu: u16,
+    /// Receive buffer in bytes (also the largest window advertised; at most 65,535 since
+    /// window scaling is not offered).
+    pub rcv_buf: u32,
+    /// Send buffer in bytes.
+    pub snd_buf: u32,
+    /// Initial retransmission timeout (RFC 6298 §2.1; Linux `TCP_TIMEOUT_INIT`, 1 s).
+    pub rto_initial: Duration,
+    /// Lower bound of the RTO (Linux `TCP_RTO_MIN`, 200 ms; RFC 6298 says 1 s).
+    pub rto_min: Duration,
+    /// Upper bound of the RTO (Linux `TCP_RTO_MAX`, 120 s).
+    pub rto_max: Duration,
+    /// SYN retransmissions before giving up (`net.ipv4.tcp_syn_retries`, 6).
+    pub syn_retries: u8,
+    /// SYN-ACK retransmissions before dropping a half-open connection
+    /// (`net.ipv4.tcp_synack_retries`, 5).
+    pub synack_retries: u8,
+    /// Data retransmissions (or zero-window probes) before the connection times out
+    /// (`net.ipv4.tcp_retries2`, 15). Counted, not converted to a time budget as Linux's
+    /// `tcp_model_timeout` does.
+    pub retries2: u8,
+    /// TIME-WAIT duration (Linux `TCP_TIMEWAIT_LEN`, 60 s).
+    pub time_wait: Duration,
+    /// How long a FIN-WAIT-2 connection whose application closed waits for the peer's FIN
+    /// (`net.ipv4.tcp_fin_timeout`, 60 s).
+    pub fin_timeout: Duration,
+    /// Delayed-ACK timer (Linux `TCP_DELACK_MIN`, 40 ms).
+    pub delayed_ack: Duration,
+    /// Key of the initial-sequence-number hash (Linux's boot-time `net_secret`).
+    pub iss_secret: u64,
+    /// Verify TCP checksums of received segments (a real stack does; a run that corrupts
+    /// nothing may turn it off for speed).
+    pub verify_checksums: bool,
+}
+
+impl Default for ScriptedConfig {
+    fn default() -> Self {
+        Self {
+            mtu: 1500,
+            rcv_buf: 65_535,
+            snd_buf: 65_536,
+            rto_initial: Duration::from_secs(1),
+            rto_min: Duration::from_millis(200),
+            rto_max: Duration::from_secs(120),
+            syn_retries: 6,
+            synack_retries: 5,
+            retries2: 15,
+            time_wait: Duration::from_secs(60),
+            fin_timeout: Duration::from_secs(60),
+            delayed_ack: Duration::from_millis(40),
+            iss_secret: 0x0074_6965_726c_6162,
+            verify_checksums: true,
+        }
+    }
+}
+
+/// TCP states a scripted connection goes through (RFC 9293 §3.3.2; LISTEN lives in the
+/// listener table, CLOSED is the absence of an entry).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+#[repr(u8)]
+pub enum State {
+    /// SYN sent, waiting for SYN-ACK.
+    SynSent,
+    /// SYN received, SYN-ACK sent.
+    SynReceived,
+    /// Open.
+    Established,
+    /// FIN sent, not yet acknowledged.
+    FinWait1,
+    /// FIN acknowledged, waiting for the peer's.
+    FinWait2,
+    /// Peer's FIN received, ours not sent.
+    CloseWait,
+    /// Both FINs sent, ours not yet acknowledged.
+    Closing,
+    /// Peer's FIN received, ours sent and not yet acknowledged.
+    LastAck,
+    /// Waiting 2 MSL.
+    TimeWait,
+}
+
+const NONE: u64 = u64::MAX;
+
+const F_FIN_QUEUED: u16 = 1;
+const F_FIN_SENT: u16 = 1 << 1;
+const F_PEER_FIN: u16 = 1 << 2;
+const F_WANT_WRITE: u16 = 1 << 3;
+const F_RTO_PROBE: u16 = 1 << 4;
+const F_RTT: u16 = 1 << 5;
+const F_RELEASED: u16 = 1 << 6;
+const F_PASSIVE: u16 = 1 << 7;
+const F_PERSIST: u16 = 1 << 8;
+const F_RETRANSMITTED: u16 = 1 << 9;
+
+/// One connection's transmission control block.
+#[derive(Debug)]
+struct Tcb {
+    local: SocketAddr,
+    remote: SocketAddr,
+    snd_buf: VecDeque<u8>,
+    rcv_buf: VecDeque<u8>,
+    /// Retransmission / persist / TIME-WAIT / FIN-WAIT-2 deadline (ns, `NONE` if unset).
+    rto_at: u64,
+    /// Delayed-ACK deadline.
+    ack_at: u64,
+    /// Earliest deadline queued in the timer heap for this slot.
+    heap_at: u64,
+    rtt_start: u64,
+    iss: TcpSeq,
+    snd_una: TcpSeq,
+    snd_nxt: TcpSeq,
+    snd_max: TcpSeq,
+    snd_wnd: u32,
+    rcv_nxt: TcpSeq,
+    rcv_adv: TcpSeq,
+    rtt_seq: TcpSeq,
+    /// Smoothed RTT, RTT variance and RTO, in microseconds (0 = no sample yet).
+    srtt: u32,
+    rttvar: u32,
+    rto: u32,
+    rcv_unacked: u32,
+    flags: u16,
+    mss: u16,
+    state: State,
+    retries: u8,
+}
+
+impl Tcb {
+    fn has(&self, f: u16) -> bool {
+        self.flags & f != 0
+    }
+
+    /// Bytes sent and not acknowledged, counting data only.
+    fn in_flight(&self) -> u32 {
+        self.snd_nxt.diff(self.snd_una).max(0) as u32
+    }
+
+    /// Sequence number of our FIN (just past the last data byte).
+    fn fin_seq(&self) -> TcpSeq {
+        self.snd_una + self.snd_buf.len() as u32
+    }
+
+    fn rcv_wnd(&self, cap: u32) -> u32 {
+        cap.saturating_sub(self.rcv_buf.len() as u32).min(65_535)
+    }
+
+    fn can_send_data(&self) -> bool {
+        matches!(self.state, State::Established | State::CloseWait)
+    }
+}
+
+/// A host's scripted TCP (see the module documentation).
+#[derive(Debug)]
+pub struct ScriptedStack {
+    cfg: ScriptedConfig,
+    addrs: Vec<IpAddr>,
+    listeners: HashSet<SocketAddr, FixedState>,
+    slots: Vec<Option<Tcb>>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    map: HashMap<(SocketAddr, SocketAddr), u32, FixedState>,
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    out: VecDeque<Vec<u8>>,
+    events: VecDeque<TcpEvent>,
+    scratch: Vec<u8>,
+    spare: Vec<VecDeque<u8>>,
+}
+
+impl ScriptedStack {
+    /// An empty stack (no address, no listener).
+    pub fn new(cfg: ScriptedConfig) -> Self {
+        Self {
+            cfg,
+            addrs: Vec::new(),
+            listeners: HashSet::default(),
+            slots: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            map: HashMap::default(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            scratch: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ScriptedConfig {
+        &self.cfg
+    }
+
+    /// The state of a connection still in the table (TIME-WAIT included), by 4-tuple.
+    pub fn state_of(&self, local: SocketAddr, remote: SocketAddr) -> Option<State> {
+        let slot = *self.map.get(&(local, remote))?;
+        self.slots[slot as usize].as_ref().map(|t| t.state)
+    }
+
+    fn tcb(&self, id: ConnId) -> Option<&Tcb> {
+        let t = self.slots.get(id.slot as usize)?.as_ref()?;
+        (self.generations[id.slot as usize] == id.generation && !t.has(F_RELEASED)).then_some(t)
+    }
+
+    /// Like `tcb`, but also a connection already announced closed that waits in TIME-WAIT:
+    /// the bytes that arrived with the peer's FIN can still be read.
+    fn tcb_read(&self, id: ConnId) -> Option<&Tcb> {
+        let t = self.slots.get(id.slot as usize)?.as_ref()?;
+        (self.generations[id.slot as usize] == id.generation
+            && (!t.has(F_RELEASED) || t.state == State::TimeWait))
+            .then_some(t)
+    }
+
+    fn id_of(&self, slot: u32) -> ConnId {
+        ConnId {
+            slot,
+            generation: self.generations[slot as usize],
+        }
+    }
+
+    fn slot_of(&self, id: ConnId) -> Result<u32, StackError> {
+        self.tcb(id)
+            .map(|_| id.slot)
+            .ok_or(StackError::UnknownConn(id))
+    }
+
+    fn mss_for(&self, addr: IpAddr) -> u16 {
+        let hdr = if addr.is_ipv4() { 40 } else { 60 };
+        self.cfg.mtu.saturating_sub(hdr).max(64)
+    }
+
+    fn alloc(&mut self, tcb: Tcb) -> u32 {
+        let key = (tcb.local, tcb.remote);
+        let slot = if let Some(s) = self.free.pop() {
+            self.slots[s as usize] = Some(tcb);
+            s
+        } else {
+            self.slots.push(Some(tcb));
+            self.generations.push(0);
+            (self.slots.len() - 1) as u32
+        };
+        self.map.insert(key, slot);
+        slot
+    }
+
+    fn release(&mut self, slot: u32) {
+        if let Some(mut t) = self.slots[slot as usize].take() {
+            t.snd_buf.clear();
+            t.rcv_buf.clear();
+            recycle(&mut self.spare, &mut t.snd_buf);
+            recycle(&mut self.spare, &mut t.rcv_buf);
+            self.map.remove(&(t.local, t.remote));
+            let g = &mut self.generations[slot as usize];
+            *g = g.wrapping_add(1);
+            self.free.push(slot);
+        }
+    }
+
+    /// Ends a connection for its application (one `Closed` event) and, unless it stays in
+    /// TIME-WAIT, frees it.
+    fn finish(&mut self, slot: u32, cause: CloseCause, keep: bool) {
+        let id = self.id_of(slot);
+        if let Some(t) = self.slots[slot as usize].as_mut() {
+            let announced = !t.has(F_PASSIVE) || t.state != State::SynReceived;
+            if !t.has(F_RELEASED) && announced {
+                self.events.push_back(TcpEvent::Closed { id, cause });
+            }
+            t.flags |= F_RELEASED;
+        }
+        if !keep {
+            self.release(slot);
+        }
+    }
+
+    fn schedule(&mut self, slot: u32) {
+        let gen_ = self.generations[slot as usize];
+        if let Some(t) = self.slots[slot as usize].as_mut() {
+            let at = t.rto_at.min(t.ack_at);
+            if at < t.heap_at {
+                t.heap_at = at;
+                self.timers.push(Reverse((at, slot, gen_)));
+            }
+        }
+    }
+
+    fn emit(&mut self, slot: u32, flags: TcpFlags, seq: TcpSeq, data: (usize, usize), syn: bool) {
+        let cap = self.cfg.rcv_buf;
+        let Some(t) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        let mut repr = TcpRepr {
+            sport: t.local.port(),
+            dport: t.remote.port(),
+            seq,
+            flags,
+            ..TcpRepr::default()
+        };
+        if flags.ack() {
+            let wnd = t.rcv_wnd(cap);
+            repr.ack = t.rcv_nxt;
+            repr.window = wnd as u16;
+            t.rcv_adv = t.rcv_nxt + wnd;
+            t.rcv_unacked = 0;
+            t.ack_at = NONE;
+        } else {
+            repr.window = t.rcv_wnd(cap) as u16;
+        }
+        if syn {
+            repr.mss = Some(
+                self.cfg
+                    .mtu
+                    .saturating_sub(if t.local.is_ipv4() { 40 } else { 60 }),
+            );
+        }
+        let (from, len) = data;
+        let (a, b) = t.snd_buf.as_slices();
+        let end = from + len;
+        // The payload is borrowed when it lies in one piece of the ring, copied otherwise.
+        let payload: &[u8] = if len == 0 {
+            &[]
+        } else if end <= a.len() {
+            &a[from..end]
+        } else if from >= a.len() {
+            &b[from - a.len()..end - a.len()]
+        } else {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&a[from..]);
+            self.scratch.extend_from_slice(&b[..end - a.len()]);
+            &self.scratch
+        };
+        let Ok(builder) = PacketBuilder::new(t.local.ip(), t.remote.ip()) else {
+            return; // families were checked when the connection was created
+        };
+        let mut pkt = Vec::new();
+        if builder.tcp_into(&repr, payload, &mut pkt).is_ok() {
+            self.out.push_back(pkt);
+        }
+    }
+
+    fn send_ack(&mut self, slot: u32) {
+        if let Some(t) = self.slots[slot as usize].as_ref() {
+            let seq = t.snd_nxt;
+            self.emit(slot, TcpFlags::ACK, seq, (0, 0), false);
+        }
+    }
+
+    fn send_syn(&mut self, slot: u32) {
+        if let Some(t) = self.slots[slot as usize].as_ref() {
+            let (iss, state) = (t.iss, t.state);
+            let flags = if state == State::SynSent {
+                TcpFlags::SYN
+            } else {
+                TcpFlags::SYN | TcpFlags::ACK
+            };
+            self.emit(slot, flags, iss, (0, 0), true);
+        }
+    }
+
+    fn arm_rto(&mut self, slot: u32, now: Instant) {
+        if let Some(t) = self.slots[slot as usize].as_mut() {
+            t.rto_at = now.as_nanos() + u64::from(t.rto) * 1000;
+        }
+    }
+
+    /// Sends whatever the window allows: new data, then the FIN when all data is out.
+    fn flush(&mut self, slot: u32, now: Instant) {
+        loop {
+            let Some(t) = self.slots[slot as usize].as_mut() else {
+                return;
+            };
+            let sending_ok = t.can_send_data()
+                || (matches!(t.state, State::FinWait1 | State::LastAck | State::Closing)
+                    && (t.snd_nxt.diff(t.fin_seq()) < 0 || !t.has(F_FIN_SENT)));
+            if !sending_ok {
+                return;
+            }
+            let offset = t.snd_nxt.diff(t.snd_una).max(0) as usize;
+            let unsent = t.snd_buf.len().saturating_sub(offset);
+            let wnd_left = t.snd_wnd.saturating_sub(t.in_flight()) as usize;
+            if t.has(F_RTO_PROBE) && t.in_flight() > 0 {
+                return;
+            }
+            let want_fin = t.has(F_FIN_QUEUED) && !t.has(F_FIN_SENT);
+            if unsent == 0 && !want_fin {
+                return;
+            }
+            if unsent > 0 && wnd_left == 0 {
+                // Zero window: the persist timer probes it (RFC 9293 §3.8.6.1).
+                if t.in_flight() == 0 && t.rto_at == NONE {
+                    t.flags |= F_PERSIST;
+                    t.rto_at = now.as_nanos() + u64::from(t.rto) * 1000;
+                    self.schedule(slot);
+                }
+                return;
+            }
+            let n = unsent.min(wnd_left).min(usize::from(t.mss));
+            let last = n == unsent;
+            let mut flags = TcpFlags::ACK;
+            if n > 0 && last {
+                flags = flags | TcpFlags::PSH;
+            }
+            let fin = want_fin && last;
+            if fin {
+                flags = flags | TcpFlags::FIN;
+                t.flags |= F_FIN_SENT;
+            }
+            let seq = t.snd_nxt;
+            t.snd_nxt = t.snd_nxt + n as u32 + u32::from(fin);
+            if t.snd_max.diff(t.snd_nxt) < 0 {
+                t.snd_max = t.snd_nxt;
+            }
+            if !t.has(F_RTT) && n > 0 && !t.has(F_RETRANSMITTED) {
+                t.flags |= F_RTT;
+                t.rtt_seq = seq + n as u32;
+                t.rtt_start = now.as_nanos();
+            }
+            t.flags &= !F_PERSIST;
+            if t.rto_at == NONE {
+                t.rto_at = now.as_nanos() + u64::from(t.rto) * 1000;
+            }
+            self.emit(slot, flags, seq, (offset, n), false);
+            self.schedule(slot);
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    /// RFC 6298 §2.2–2.4: the first sample sets SRTT = R, RTTVAR = R/2; later ones
+    /// RTTVAR = 3/4 RTTVAR + 1/4 |SRTT − R|, SRTT = 7/8 SRTT + 1/8 R; RTO = SRTT + 4 RTTVAR,
+    /// clamped to [`ScriptedConfig::rto_min`, `ScriptedConfig::rto_max`].
+    fn rtt_sample(t: &mut Tcb, r_us: u32, min_us: u32, max_us: u32) {
+        if t.srtt == 0 {
+            t.srtt = r_us.max(1);
+            t.rttvar = r_us / 2;
+        } else {
+            let delta = t.srtt.abs_diff(r_us);
+            t.rttvar = (3 * (t.rttvar / 4)).saturating_add(delta / 4);
+            t.srtt = (7 * (t.srtt / 8)).saturating_add(r_us / 8).max(1);
+        }
+        t.rto = t
+            .srtt
+            .saturating_add(4 * t.rttvar.max(1))
+            .clamp(min_us, max_us);
+    }
+
+    fn no_conn(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpRepr,
+        payload: &[u8],
+    ) {
+        if seg.flags.syn()
+            && !seg.flags.ack()
+            && !seg.flags.rst()
+            && self.listeners.contains(&local)
+        {
+            self.passive_open(now, local, remote, seg);
+            return;
+        }
+        // RFC 9293 §3.10.7.1; a RST is never answered.
+        if let Some(rst) = rst_for_unknown(seg, payload.len())
+            && let Ok(b) = PacketBuilder::new(local.ip(), remote.ip())
+            && let Ok(p) = b.tcp(&rst, &[])
+        {
+            self.out.push_back(p);
+            self.events.push_back(TcpEvent::ResetSent { local, remote });
+        }
+    }
+
+    fn new_tcb(&self, local: SocketAddr, remote: SocketAddr, now: Instant, state: State) -> Tcb {
+        let iss = initial_seq(self.cfg.iss_secret, local, remote, now);
+        Tcb {
+            local,
+            remote,
+            snd_buf: VecDeque::new(),
+            rcv_buf: VecDeque::new(),
+            rto_at: NONE,
+            ack_at: NONE,
+            heap_at: NONE,
+            rtt_start: 0,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss + 1,
+            snd_max: iss + 1,
+            snd_wnd: 0,
+            rcv_nxt: TcpSeq(0),
+            rcv_adv: TcpSeq(0),
+            rtt_seq: TcpSeq(0),
+            srtt: 0,
+            rttvar: 0,
+            rto: (self.cfg.rto_initial.as_nanos() / 1000) as u32,
+            rcv_unacked: 0,
+            flags: 0,
+            mss: self.mss_for(local.ip()),
+            state,
+            retries: 0,
+        }
+    }
+
+    fn passive_open(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, seg: &TcpRepr) {
+        let mut t = self.new_tcb(local, remote, now, State::SynReceived);
+        t.flags |= F_PASSIVE;
+        t.rcv_nxt = seg.seq + 1;
+        t.snd_wnd = u32::from(seg.window);
+        // RFC 9293 §3.7.1: without the option the peer's MSS is 536 (IPv4) / 1220 (IPv6).
+        let peer_mss = seg
+            .mss
+            .unwrap_or_else(|| if local.is_ipv4() { 536 } else { 1220 });
+        t.mss = t.mss.min(peer_mss).max(64);
+        let slot = self.alloc(t);
+        self.send_syn(slot);
+        self.arm_rto(slot, now);
+        self.schedule(slot);
+    }
+
+    /// Segment arrival for a known connection (RFC 9293 §3.10.7.3–4).
+    fn segment(&mut self, now: Instant, slot: u32, seg: &TcpRepr, payload: &[u8]) {
+        let cap = self.cfg.rcv_buf;
+        let Some(t) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        match t.state {
+            State::SynSent => return self.syn_sent(now, slot, seg),
+            State::TimeWait => return self.time_wait(now, slot, seg),
+            _ => {}
+        }
+        // A retransmitted SYN in SYN-RECEIVED: answer the SYN-ACK again.
+        if t.state == State::SynReceived && seg.flags.syn() && !seg.flags.ack() {
+            if seg.seq + 1 == t.rcv_nxt {
+                self.send_syn(slot);
+            }
+            return;
+        }
+        // Sequence acceptability (RFC 9293 §3.10.7.4, first check).
+        let wnd = (t.rcv_adv.diff(t.rcv_nxt).max(0) as u32).max(t.rcv_wnd(cap));
+        let seg_len = payload.len() as u32 + u32::from(seg.flags.fin());
+        let off = seg.seq.diff(t.rcv_nxt);
+        let in_wnd = |o: i32| o >= 0 && (o as u32) < wnd;
+        let acceptable = if seg_len == 0 {
+            if wnd == 0 { off == 0 } else { in_wnd(off) }
+        } else {
+            wnd > 0 && (in_wnd(off) || in_wnd(off + seg_len as i32 - 1))
+        };
+        if !acceptable {
+            if !seg.flags.rst() {
+                self.send_ack(slot);
+            }
+            return;
+        }
+        // RST (RFC 5961 §3.2): exactly at RCV.NXT resets, elsewhere in the window draws a
+        // challenge ACK. Linux: `tcp_validate_incoming` (net/ipv4/tcp_input.c, v6.12).
+        if seg.flags.rst() {
+            if off == 0 {
+                self.finish(slot, CloseCause::Reset, false);
+            } else {
+                self.send_ack(slot);
+            }
+            return;
+        }
+        // SYN in a synchronized state (RFC 5961 §4): challenge ACK.
+        if seg.flags.syn() {
+            self.send_ack(slot);
+            return;
+        }
+        if !seg.flags.ack() {
+            return;
+        }
+        let t = self.slots[slot as usize].as_mut().expect("checked above");
+        if t.state == State::SynReceived {
+            if seg.ack.diff(t.snd_una) > 0 && seg.ack.diff(t.snd_nxt) <= 0 {
+                t.state = State::Established;
+                t.snd_una = seg.ack;
+                t.snd_wnd = u32::from(seg.window);
+                t.retries = 0;
+                t.rto_at = NONE;
+                let (local, remote) = (t.local, t.remote);
+                let id = self.id_of(slot);
+                self.events
+                    .push_back(TcpEvent::Accepted { id, local, remote });
+            } else {
+                if let Some(rst) = rst_for_unknown(seg, payload.len())
+                    && let Ok(b) = PacketBuilder::new(t.local.ip(), t.remote.ip())
+                    && let Ok(p) = b.tcp(&rst, &[])
+                {
+                    self.out.push_back(p);
+                }
+                return;
+            }
+        }
+        if !self.process_ack(now, slot, seg) {
+            return;
+        }
+        self.process_data(now, slot, seg, payload, off);
+    }
+
+    /// ACK processing; returns false when the connection is gone.
+    fn process_ack(&mut self, now: Instant, slot: u32, seg: &TcpRepr) -> bool {
+        let (min_us, max_us) = (
+            (self.cfg.rto_min.as_nanos() / 1000) as u32,
+            (self.cfg.rto_max.as_nanos() / 1000) as u32,
+        );
+        let t = self.slots[slot as usize].as_mut().expect("caller checked");
+        if seg.ack.diff(t.snd_max) > 0 {
+            // ACK of something never sent: answer with an ACK and drop (RFC 9293 §3.10.7.4).
+            self.send_ack(slot);
+            return false;
+        }
+        let advanced = seg.ack.diff(t.snd_una);
+        if advanced >= 0 {
+            t.snd_wnd = u32::from(seg.window);
+        }
+        let mut freed = false;
+        if advanced > 0 {
+            let fin_seq = t.fin_seq();
+            let data_acked = (advanced as usize).min(t.snd_buf.len());
+            t.snd_buf.drain(..data_acked);
+            recycle(&mut self.spare, &mut t.snd_buf);
+            freed = data_acked > 0;
+            t.snd_una = seg.ack;
+            if t.snd_nxt.diff(t.snd_una) < 0 {
+                t.snd_nxt = t.snd_una;
+            }
+            if t.has(F_RTT) && seg.ack.diff(t.rtt_seq) >= 0 {
+                let r = ((now.as_nanos().saturating_sub(t.rtt_start)) / 1000) as u32;
+                Self::rtt_sample(t, r, min_us, max_us);
+                t.flags &= !F_RTT;
+            }
+            t.retries = 0;
+            t.flags &= !(F_RTO_PROBE | F_RETRANSMITTED | F_PERSIST);
+            t.rto_at = if t.snd_nxt.diff(t.snd_una) > 0 {
+                now.as_nanos() + u64::from(t.rto) * 1000
+            } else {
+                NONE
+            };
+            let fin_acked = t.has(F_FIN_SENT) && seg.ack.diff(fin_seq) > 0;
+            if fin_acked {
+                match t.state {
+                    State::FinWait1 => {
+                        t.state = State::FinWait2;
+                        t.rto_at = now.as_nanos() + self.cfg.fin_timeout.as_nanos();
+                    }
+                    State::Closing => {
+                        t.state = State::TimeWait;
+                        t.rto_at = now.as_nanos() + self.cfg.time_wait.as_nanos();
+                        self.schedule(slot);
+                        self.finish(slot, CloseCause::Normal, true);
+                        return false;
+                    }
+                    State::LastAck => {
+                        self.finish(slot, CloseCause::Normal, false);
+                        return false;
+                    }
+                    _ => {}
+                }
+            }
+        } else if advanced == 0 && t.has(F_PERSIST) && t.snd_wnd > 0 {
+            t.flags &= !F_PERSIST;
+            t.rto_at = NONE;
+        }
+        let t = self.slots[slot as usize].as_mut().expect("still open");
+        if freed && t.has(F_WANT_WRITE) {
+            t.flags &= !F_WANT_WRITE;
+            let id = self.id_of(slot);
+            if !self.slots[slot as usize]
+                .as_ref()
+                .is_some_and(|t| t.has(F_RELEASED))
+            {
+                self.events.push_back(TcpEvent::Writable { id });
+            }
+        }
+        self.flush(slot, now);
+        self.schedule(slot);
+        true
+    }
+
+    fn process_data(&mut self, now: Instant, slot: u32, seg: &TcpRepr, payload: &[u8], off: i32) {
+        let cap = self.cfg.rcv_buf;
+        let full = 2 * u32::from(self.slots[slot as usize].as_ref().map_or(536, |t| t.mss));
+        let delack = self.cfg.delayed_ack.as_nanos();
+        let time_wait = self.cfg.time_wait.as_nanos();
+        let fin_timeout = self.cfg.fin_timeout.as_nanos();
+        let id = self.id_of(slot);
+        let t = self.slots[slot as usize].as_mut().expect("caller checked");
+        let receiving = matches!(
+            t.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        );
+        let mut ack_now = false;
+        let mut got = 0usize;
+        if !payload.is_empty() && receiving {
+            if off > 0 {
+                // Out of order: no queue, answer a duplicate ACK at once.
+                ack_now = true;
+            } else {
+                let skip = (-off) as usize;
+                let room = t.rcv_wnd(cap) as usize;
+                let take = payload.len().saturating_sub(skip).min(room);
+                if take > 0 {
+                    if t.rcv_buf.capacity() == 0
+                        && let Some(b) = self.spare.pop()
+                    {
+                        t.rcv_buf = b;
+                    }
+                    t.rcv_buf.extend(&payload[skip..skip + take]);
+                    t.rcv_nxt = t.rcv_nxt + take as u32;
+                    t.rcv_unacked += take as u32;
+                    got = take;
+                }
+                if skip + take < payload.len() {
+                    ack_now = true; // trimmed at the window edge, or a duplicate
+                }
+                if t.state == State::FinWait2 && t.rto_at != NONE {
+                    t.rto_at = now.as_nanos() + fin_timeout;
+                }
+            }
+        }
+        let fin_here = seg.flags.fin() && seg.seq + payload.len() as u32 == t.rcv_nxt;
+        let mut peer_fin = false;
+        if fin_here && !t.has(F_PEER_FIN) && t.state != State::CloseWait {
+            t.rcv_nxt = t.rcv_nxt + 1;
+            t.flags |= F_PEER_FIN;
+            peer_fin = true;
+            ack_now = true;
+        } else if seg.flags.fin() && t.has(F_PEER_FIN) {
+            ack_now = true; // retransmitted FIN
+        }
+        if got > 0 && !t.has(F_RELEASED) {
+            self.events.push_back(TcpEvent::Readable { id });
+        }
+        let t = self.slots[slot as usize].as_mut().expect("still open");
+        if peer_fin {
+            if !t.has(F_RELEASED) {
+                self.events.push_back(TcpEvent::PeerClosed { id });
+            }
+            let t = self.slots[slot as usize].as_mut().expect("still open");
+            match t.state {
+                State::Established => t.state = State::CloseWait,
+                State::FinWait1 => t.state = State::Closing,
+                State::FinWait2 => {
+                    t.state = State::TimeWait;
+                    t.rto_at = now.as_nanos() + time_wait;
+                    self.send_ack(slot);
+                    self.schedule(slot);
+                    self.finish(slot, CloseCause::Normal, true);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        let t = self.slots[slot as usize].as_mut().expect("still open");
+        if ack_now || t.rcv_unacked >= full {
+            self.send_ack(slot);
+        } else if t.rcv_unacked > 0 && t.ack_at == NONE {
+            t.ack_at = now.as_nanos() + delack;
+            self.schedule(slot);
+        }
+    }
+
+    fn syn_sent(&mut self, now: Instant, slot: u32, seg: &TcpRepr) {
+        let t = self.slots[slot as usize].as_mut().expect("caller checked");
+        if seg.flags.ack() && (seg.ack.diff(t.iss) <= 0 || seg.ack.diff(t.snd_nxt) > 0) {
+            if !seg.flags.rst()
+                && let Some(rst) = rst_for_unknown(seg, 0)
+                && let Ok(b) = PacketBuilder::new(t.local.ip(), t.remote.ip())
+                && let Ok(p) = b.tcp(&rst, &[])
+            {
+                self.out.push_back(p);
+            }
+            return;
+        }
+        if seg.flags.rst() {
+            if seg.flags.ack() {
+                self.finish(slot, CloseCause::Reset, false);
+            }
+            return;
+        }
+        if !(seg.flags.syn() && seg.flags.ack()) {
+            return;
+        }
+        t.rcv_nxt = seg.seq + 1;
+        t.snd_una = seg.ack;
+        t.snd_wnd = u32::from(seg.window);
+        let peer_mss = seg
+            .mss
+            .unwrap_or_else(|| if t.local.is_ipv4() { 536 } else { 1220 });
+        t.mss = t.mss.min(peer_mss).max(64);
+        t.state = State::Established;
+        if t.retries == 0 {
+            let (min_us, max_us) = (
+                (self.cfg.rto_min.as_nanos() / 1000) as u32,
+                (self.cfg.rto_max.as_nanos() / 1000) as u32,
+            );
+            let r = ((now.as_nanos().saturating_sub(t.rtt_start)) / 1000) as u32;
+            Self::rtt_sample(t, r, min_us, max_us);
+        }
+        t.retries = 0;
+        t.rto_at = NONE;
+        let id = self.id_of(slot);
+        self.events.push_back(TcpEvent::Connected { id });
+        let before = self.out.len();
+        self.flush(slot, now);
+        if self.out.len() == before {
+            self.send_ack(slot);
+        }
+        self.schedule(slot);
+    }
+
+    /// TIME-WAIT (Linux `tcp_timewait_state_process`, net/ipv4/tcp_minisocks.c, v6.12): a RST
+    /// kills the entry (`tcp_rfc1337=0`); a SYN with a sequence number beyond RCV.NXT opens a
+    /// new connection; anything else is answered with an ACK.
+    fn time_wait(&mut self, now: Instant, slot: u32, seg: &TcpRepr) {
+        let t = self.slots[slot as usize].as_ref().expect("caller checked");
+        if seg.flags.rst() {
+            self.release(slot);
+        } else if seg.flags.syn() && !seg.flags.ack() && seg.seq.diff(t.rcv_nxt) > 0 {
+            let (local, remote) = (t.local, t.remote);
+            self.release(slot);
+            if self.listeners.contains(&local) {
+                self.passive_open(now, local, remote, seg);
+            }
+        } else {
+            self.send_ack(slot);
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, slot: u32) {
+        let n = now.as_nanos();
+        let Some(t) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        if t.ack_at <= n {
+            t.ack_at = NONE;
+            self.send_ack(slot);
+        }
+        let Some(t) = self.slots[slot as usize].as_mut() else {
+            return;
+        };
+        if t.rto_at > n {
+            return;
+        }
+        t.rto_at = NONE;
+        match t.state {
+            State::TimeWait => return self.release(slot),
+            State::FinWait2 => return self.finish(slot, CloseCause::Normal, false),
+            _ => {}
+        }
+        let limit = match t.state {
+            State::SynSent => self.cfg.syn_retries,
+            State::SynReceived => self.cfg.synack_retries,
+            _ => self.cfg.retries2,
+        };
+        if t.retries >= limit {
+            // Linux `tcp_write_err` (net/ipv4/tcp_timer.c): the connection dies without a RST.
+            return self.finish(slot, CloseCause::TimedOut, false);
+        }
+        t.retries += 1;
+        // RFC 6298 §5.5: back off the timer.
+        t.rto = t
+            .rto
+            .saturating_mul(2)
+            .min((self.cfg.rto_max.as_nanos() / 1000) as u32);
+        t.flags &= !F_RTT;
+        t.flags |= F_RETRANSMITTED;
+        match t.state {
+            State::SynSent | State::SynReceived => self.send_syn(slot),
+            _ if t.has(F_PERSIST) => {
+                // Zero-window probe: Linux `tcp_xmit_probe_skb` sends SND.UNA − 1.
+                let seq = t.snd_una - 1;
+                self.emit(slot, TcpFlags::ACK, seq, (0, 0), false);
+                let t = self.slots[slot as usize].as_mut().expect("open");
+                t.flags |= F_PERSIST;
+            }
+            _ => {
+                // Go back to SND.UNA and send one segment (RFC 6298 §5.4).
+                t.snd_nxt = t.snd_una;
+                t.flags &= !F_FIN_SENT;
+                t.flags |= F_RTO_PROBE;
+                self.flush(slot, now);
+            }
+        }
+        self.arm_rto(slot, now);
+    }
+}
+
+/// Most empty buffers kept for reuse (avoids a malloc/free and page faults per connection).
+const SPARE_BUFFERS: usize = 256;
+
+/// Moves an emptied large buffer to the spare list (idle connections then hold none).
+fn recycle(spare: &mut Vec<VecDeque<u8>>, buf: &mut VecDeque<u8>) {
+    if buf.is_empty() && buf.capacity() > 4096 {
+        let b = std::mem::take(buf);
+        if spare.len() < SPARE_BUFFERS {
+            spare.push(b);
+        }
+    }
+}
+
+impl TcpStack for ScriptedStack {
+    fn add_address(&mut self, addr: IpAddr) {
+        if !self.addrs.contains(&addr) {
+            self.addrs.push(addr);
+        }
+    }
+
+    fn listen(&mut self, local: SocketAddr) -> Result<(), StackError> {
+        if !self.addrs.contains(&local.ip()) {
+            return Err(StackError::NotLocal(local.ip()));
+        }
+        self.listeners.insert(local);
+        Ok(())
+    }
+
+    fn connect(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<ConnId, StackError> {
+        if local.is_ipv4() != remote.is_ipv4() {
+            return Err(StackError::MixedFamilies { local, remote });
+        }
+        if !self.addrs.contains(&local.ip()) {
+            return Err(StackError::NotLocal(local.ip()));
+        }
+        if self.map.contains_key(&(local, remote)) {
+            return Err(StackError::AddrInUse { local, remote });
+        }
+        let mut t = self.new_tcb(local, remote, now, State::SynSent);
+        t.rtt_start = now.as_nanos();
+        let slot = self.alloc(t);
+        self.send_syn(slot);
+        self.arm_rto(slot, now);
+        self.schedule(slot);
+        Ok(self.id_of(slot))
+    }
+
+    fn send(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
+        let slot = self.slot_of(id)?;
+        let cap = self.cfg.snd_buf as usize;
+        let t = self.slots[slot as usize].as_mut().expect("checked");
+        if t.has(F_FIN_QUEUED)
+            || !matches!(
+                t.state,
+                State::SynSent | State::Established | State::CloseWait
+            )
+        {
+            return Err(StackError::InvalidState { id, what: "send" });
+        }
+        let n = data.len().min(cap.saturating_sub(t.snd_buf.len()));
+        if t.snd_buf.capacity() == 0
+            && n > 0
+            && let Some(b) = self.spare.pop()
+        {
+            t.snd_buf = b;
+        }
+        t.snd_buf.extend(&data[..n]);
+        if n < data.len() || t.snd_buf.len() >= cap {
+            t.flags |= F_WANT_WRITE;
+        }
+        self.flush(slot, now);
+        Ok(n)
+    }
+
+    fn recv(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, StackError> {
+        let slot = self
+            .tcb_read(id)
+            .map(|_| id.slot)
+            .ok_or(StackError::UnknownConn(id))?;
+        let cap = self.cfg.rcv_buf;
+        let t = self.slots[slot as usize].as_mut().expect("checked");
+        let n = max.min(t.rcv_buf.len());
+        let (a, b) = t.rcv_buf.as_slices();
+        let from_a = n.min(a.len());
+        out.extend_from_slice(&a[..from_a]);
+        out.extend_from_slice(&b[..n - from_a]);
+        t.rcv_buf.drain(..n);
+        recycle(&mut self.spare, &mut t.rcv_buf);
+        // Window update when the window grows by min(RCV.BUFF/2, MSS) (RFC 1122 §4.2.3.3).
+        let adv = t.rcv_adv.diff(t.rcv_nxt).max(0) as u32;
+        let now_wnd = t.rcv_wnd(cap);
+        if n > 0
+            && matches!(
+                t.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            )
+            && now_wnd.saturating_sub(adv) >= (cap / 2).min(u32::from(t.mss))
+        {
+            self.send_ack(slot);
+        }
+        let _ = now;
+        Ok(n)
+    }
+
+    fn recv_queue(&self, id: ConnId) -> usize {
+        self.tcb_read(id).map_or(0, |t| t.rcv_buf.len())
+    }
+
+    fn send_room(&self, id: ConnId) -> usize {
+        self.tcb(id).map_or(0, |t| {
+            if t.has(F_FIN_QUEUED) {
+                0
+            } else {
+                (self.cfg.snd_buf as usize).saturating_sub(t.snd_buf.len())
+            }
+        })
+    }
+
+    fn peer_closed(&self, id: ConnId) -> bool {
+        self.tcb_read(id).is_some_and(|t| t.has(F_PEER_FIN))
+    }
+
+    fn close(&mut self, now: Instant, id: ConnId) -> Result<(), StackError> {
+        let slot = self.slot_of(id)?;
+        let t = self.slots[slot as usize].as_mut().expect("checked");
+        if t.has(F_FIN_QUEUED) {
+            return Ok(());
+        }
+        match t.state {
+            State::SynSent | State::SynReceived => {
+                self.finish(slot, CloseCause::Aborted, false);
+                return Ok(());
+            }
+            State::Established => t.state = State::FinWait1,
+            State::CloseWait => t.state = State::LastAck,
+            _ => return Ok(()),
+        }
+        t.flags |= F_FIN_QUEUED;
+        self.flush(slot, now);
+        Ok(())
+    }
+
+    fn abort(&mut self, now: Instant, id: ConnId) -> Result<(), StackError> {
+        let slot = self.slot_of(id)?;
+        let t = self.slots[slot as usize].as_ref().expect("checked");
+        // Linux `tcp_send_active_reset` (net/ipv4/tcp_output.c): RST|ACK at SND.NXT.
+        if t.state != State::SynSent {
+            let seq = t.snd_max;
+            self.emit(slot, TcpFlags::RST | TcpFlags::ACK, seq, (0, 0), false);
+        }
+        let _ = now;
+        self.finish(slot, CloseCause::Aborted, false);
+        Ok(())
+    }
+
+    fn knows(&self, local: SocketAddr, remote: SocketAddr) -> bool {
+        self.map.contains_key(&(local, remote))
+    }
+
+    fn lower_path_mtu(&mut self, local: SocketAddr, remote: SocketAddr, mtu: u16) -> bool {
+        let Some(&slot) = self.map.get(&(local, remote)) else {
+            return false;
+        };
+        if let Some(t) = self.slots[slot as usize].as_mut() {
+            let hdr = if local.is_ipv4() { 40 } else { 60 };
+            // Linux never goes below `tcp_min_snd_mss` (48) nor an IPv4 MTU of 552 here.
+            let mss = mtu.saturating_sub(hdr).max(48);
+            t.mss = t.mss.min(mss);
+        }
+        true
+    }
+
+    fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), StackError> {
+        let verify = if self.cfg.verify_checksums {
+            Verify::All
+        } else {
+            Verify::IpHeader
+        };
+        let p = Packet::parse_with(packet, verify)?;
+        let Transport::Tcp(seg) = p.transport else {
+            return Err(StackError::NotTcp(p.proto().into()));
+        };
+        if !self.addrs.contains(&p.dst()) {
+            return Err(StackError::NotLocal(p.dst()));
+        }
+        let local = SocketAddr::new(p.dst(), seg.dport);
+        let remote = SocketAddr::new(p.src(), seg.sport);
+        match self.map.get(&(local, remote)) {
+            Some(&slot) => self.segment(now, slot, &seg, p.payload),
+            None => self.no_conn(now, local, remote, &seg, p.payload),
+        }
+        Ok(())
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let n = now.as_nanos();
+        while let Some(&Reverse((at, slot, gen_))) = self.timers.peek() {
+            if at > n {
+                break;
+            }
+            self.timers.pop();
+            if self.generations[slot as usize] != gen_ {
+                continue;
+            }
+            let Some(t) = self.slots[slot as usize].as_mut() else {
+                continue;
+            };
+            if t.heap_at != at {
+                continue;
+            }
+            t.heap_at = NONE;
+            self.on_timer(now, slot);
+            if self.generations[slot as usize] == gen_ {
+                self.schedule(slot);
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers
+            .peek()
+            .map(|Reverse((at, _, _))| Instant::from_nanos(*at))
+    }
+
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    fn poll_event(&mut self) -> Option<TcpEvent> {
+        self.events.pop_front()
+    }
+
+    fn connections(&self) -> usize {
+        self.map.len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let per_slot = size_of::<Option<Tcb>>() + size_of::<u32>();
+        let bufs: usize = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|t| t.snd_buf.capacity() + t.rcv_buf.capacity())
+            .sum::<usize>()
+            + self.spare.iter().map(VecDeque::capacity).sum::<usize>();
+        // hashbrown: one control byte per bucket plus the entry, at a 7/8 load factor.
+        let map = self.map.capacity() * (size_of::<((SocketAddr, SocketAddr), u32)>() + 1) * 8 / 7;
+        self.slots.capacity() * per_slot
+            + self.free.capacity() * 4
+            + map
+            + bufs
+            + self.timers.capacity() * size_of::<Reverse<(u64, u32, u32)>>()
+    }
+}

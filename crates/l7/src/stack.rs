@@ -1,0 +1,326 @@
+//! The one interface both endpoint kinds implement ([`TcpStack`]), its events, errors, and the
+//! TCP rules both kinds share (the reset answered to a segment of an unknown connection, the
+//! initial sequence number).
+//!
+//! A stack is one host's TCP: every packet addressed to the host goes in through
+//! [`TcpStack::handle_packet`], every packet it sends comes out of [`TcpStack::poll_transmit`],
+//! timers fire through [`TcpStack::handle_timeout`] at the instant
+//! [`TcpStack::poll_timeout`] names, and what the application must know comes out of
+//! [`TcpStack::poll_event`].
+//!
+//! Call order and time rule: `now` never goes backwards from one call to the next; after any
+//! call that takes `now`, drain `poll_transmit` and `poll_event` and ask `poll_timeout` again.
+
+use std::net::SocketAddr;
+
+use thiserror::Error;
+use tierlab_wire::{Instant, TcpFlags, TcpRepr, TcpSeq, WireError};
+
+/// A connection handle, valid from the event that announces it ([`TcpEvent::Accepted`], or the
+/// return of [`TcpStack::connect`]) until its [`TcpEvent::Closed`].
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct ConnId {
+    /// Slot in the stack's connection table.
+    pub slot: u32,
+    /// Generation of the slot, so that a stale handle never names a newer connection.
+    pub generation: u32,
+}
+
+/// Why a connection ended, as its application sees it.
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd, serde::Serialize)]
+pub enum CloseCause {
+    /// Both sides exchanged FINs (the connection reached TIME-WAIT or CLOSED).
+    Normal,
+    /// A RST from the peer ended it (including a refused connection attempt).
+    Reset,
+    /// Retransmissions were exhausted (`tcp_retries2`, `tcp_syn_retries`...).
+    TimedOut,
+    /// The local application aborted it (a RST was sent).
+    Aborted,
+}
+
+/// What a stack tells its application.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum TcpEvent {
+    /// A passive open completed the three-way handshake (what `accept()` returns).
+    Accepted {
+        /// The new connection.
+        id: ConnId,
+        /// Local address and port (a VIP for the proxy's client side).
+        local: SocketAddr,
+        /// Remote address and port.
+        remote: SocketAddr,
+    },
+    /// An active open completed.
+    Connected {
+        /// The connection.
+        id: ConnId,
+    },
+    /// New in-order bytes can be read.
+    Readable {
+        /// The connection.
+        id: ConnId,
+    },
+    /// Room opened in a send buffer that was full (or a send was refused for lack of room).
+    Writable {
+        /// The connection.
+        id: ConnId,
+    },
+    /// The peer sent its FIN: no more bytes will arrive after those already readable.
+    PeerClosed {
+        /// The connection.
+        id: ConnId,
+    },
+    /// The connection ended; its handle is no longer valid. Exactly one per connection.
+    Closed {
+        /// The connection.
+        id: ConnId,
+        /// Why.
+        cause: CloseCause,
+    },
+    /// A RST was sent in answer to a segment of a connection this host does not know.
+    ResetSent {
+        /// The local end the segment was addressed to.
+        local: SocketAddr,
+        /// The sender of the segment.
+        remote: SocketAddr,
+    },
+}
+
+/// Errors of a stack operation.
+#[derive(Clone, Debug, Eq, Error, PartialEq)]
+#[non_exhaustive]
+pub enum StackError {
+    /// The packet does not parse.
+    #[error("packet refused by the stack: {0}")]
+    Wire(#[from] WireError),
+    /// The packet is not TCP (the stacks only carry TCP; ICMP is the node's business).
+    #[error("packet is not TCP (protocol {0})")]
+    NotTcp(u8),
+    /// The packet's destination is not an address of this stack.
+    #[error("destination {0} is not an address of this host")]
+    NotLocal(std::net::IpAddr),
+    /// The handle names no open connection (closed, or from another stack).
+    #[error("connection {0:?} is not open")]
+    UnknownConn(ConnId),
+    /// The 4-tuple is in use (an open connection or TIME-WAIT).
+    #[error("address {local} -> {remote} already in use")]
+    AddrInUse {
+        /// Local end.
+        local: SocketAddr,
+        /// Remote end.
+        remote: SocketAddr,
+    },
+    /// The local and remote addresses are of different families.
+    #[error("local {local} and remote {remote} are of different families")]
+    MixedFamilies {
+        /// Local end.
+        local: SocketAddr,
+        /// Remote end.
+        remote: SocketAddr,
+    },
+    /// The operation is not possible in the connection's state (e.g. send after close).
+    #[error("connection {id:?}: {what} not possible in its state")]
+    InvalidState {
+        /// Connection.
+        id: ConnId,
+        /// Operation.
+        what: &'static str,
+    },
+    /// The embedded stack (smoltcp) refused an operation.
+    #[error("smoltcp: {0}")]
+    Smoltcp(&'static str),
+}
+
+/// One host's TCP, whichever the implementation (scripted or smoltcp).
+pub trait TcpStack {
+    /// Makes `addr` an address of this host (a VIP bound on a tunnel, a service address).
+    fn add_address(&mut self, addr: std::net::IpAddr);
+
+    /// Accepts connections to `local` (address and port; the address must have been added).
+    ///
+    /// # Errors
+    /// [`StackError::NotLocal`] when the address is not one of the host's.
+    fn listen(&mut self, local: SocketAddr) -> Result<(), StackError>;
+
+    /// Opens a connection from `local` to `remote` (sends the SYN).
+    ///
+    /// # Errors
+    /// The 4-tuple is in use, the families differ, or the local address is not the host's.
+    fn connect(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<ConnId, StackError>;
+
+    /// Queues bytes to send; returns how many were taken (limited by the send buffer). A send
+    /// that leaves the buffer full (an empty one included) asks for a [`TcpEvent::Writable`]
+    /// when room opens.
+    ///
+    /// # Errors
+    /// Unknown handle, or the connection can no longer send.
+    fn send(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<usize, StackError>;
+
+    /// Moves up to `max` received bytes to the end of `out`; returns how many.
+    ///
+    /// # Errors
+    /// Unknown handle.
+    fn recv(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<usize, StackError>;
+
+    /// Bytes received and not yet read.
+    fn recv_queue(&self, id: ConnId) -> usize;
+
+    /// Room left in the send buffer.
+    fn send_room(&self, id: ConnId) -> usize;
+
+    /// Whether the peer's FIN has been received.
+    fn peer_closed(&self, id: ConnId) -> bool;
+
+    /// Closes the sending direction after the queued bytes (sends FIN). The handle stays valid
+    /// until [`TcpEvent::Closed`].
+    ///
+    /// # Errors
+    /// Unknown handle.
+    fn close(&mut self, now: Instant, id: ConnId) -> Result<(), StackError>;
+
+    /// Aborts the connection: sends a RST and forgets it ([`TcpEvent::Closed`] with
+    /// [`CloseCause::Aborted`] follows).
+    ///
+    /// # Errors
+    /// Unknown handle.
+    fn abort(&mut self, now: Instant, id: ConnId) -> Result<(), StackError>;
+
+    /// Whether a connection with this 4-tuple is known (in any state, TIME-WAIT included).
+    fn knows(&self, local: SocketAddr, remote: SocketAddr) -> bool;
+
+    /// Lowers the path MTU of a known connection (an ICMP "fragmentation needed" or "packet too
+    /// big" quoting one of its packets); returns whether the connection is known.
+    fn lower_path_mtu(&mut self, local: SocketAddr, remote: SocketAddr, mtu: u16) -> bool;
+
+    /// Takes an IP packet addressed to this host.
+    ///
+    /// # Errors
+    /// The packet does not parse, is not TCP, or is not for this host; nothing changed.
+    fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), StackError>;
+
+    /// Runs the timers due at `now`.
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// The next instant [`TcpStack::handle_timeout`] must be called, if any.
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// The next packet to send.
+    fn poll_transmit(&mut self) -> Option<Vec<u8>>;
+
+    /// The next event for the application.
+    fn poll_event(&mut self) -> Option<TcpEvent>;
+
+    /// Connections in the table (TIME-WAIT included).
+    fn connections(&self) -> usize;
+
+    /// Estimated heap and inline bytes held by the connection table (structure sizes plus buffer
+    /// capacities), for the memory-per-connection figure.
+    fn memory_bytes(&self) -> usize;
+}
+
+/// The answer a host without a matching connection gives to `seg` (which carried
+/// `payload_len` bytes): `None` for a RST (never answered), otherwise the RST.
+///
+/// RFC 9293 §3.10.7.1 (CLOSED state): "If the ACK bit is off, sequence number zero is used,
+/// <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; if the ACK bit is on, <SEQ=SEG.ACK><CTL=RST>".
+/// Linux: `tcp_v4_send_reset` / `tcp_v6_send_reset` (net/ipv4/tcp_ipv4.c, net/ipv6/tcp_ipv6.c,
+/// v6.12): with ACK set, `seq = th->ack_seq` and no ACK; otherwise ACK set with
+/// `ack_seq = seq + syn + fin + payload length`; window 0, no options.
+pub fn rst_for_unknown(seg: &TcpRepr, payload_len: usize) -> Option<TcpRepr> {
+    if seg.flags.rst() {
+        return None;
+    }
+    let mut rst = TcpRepr {
+        sport: seg.dport,
+        dport: seg.sport,
+        window: 0,
+        ..TcpRepr::default()
+    };
+    if seg.flags.ack() {
+        rst.seq = seg.ack;
+        rst.flags = TcpFlags::RST;
+    } else {
+        let len = payload_len as u32 + u32::from(seg.flags.syn()) + u32::from(seg.flags.fin());
+        rst.seq = TcpSeq(0);
+        rst.ack = seg.seq + len;
+        rst.flags = TcpFlags::RST | TcpFlags::ACK;
+    }
+    Some(rst)
+}
+
+/// The initial sequence number of a connection, as Linux computes it: a keyed hash of the
+/// 4-tuple plus a clock ticking every 64 ns.
+///
+/// Linux: `secure_tcp_seq` (net/core/secure_seq.c, v6.12) = `siphash(saddr, daddr, sport,
+/// dport; net_secret)` + `ktime_get_real_ns() >> 6` (`seq_scale`). tierlab keys the hash with
+/// the caller's `secret` (foldhash instead of SipHash: only unpredictability across tuples
+/// matters, not the exact value) and takes the virtual time, so the result is deterministic.
+pub fn initial_seq(secret: u64, local: SocketAddr, remote: SocketAddr, now: Instant) -> TcpSeq {
+    use std::hash::BuildHasher;
+    let h = foldhash::fast::FixedState::with_seed(secret).hash_one((local, remote));
+    TcpSeq((h as u32).wrapping_add((now.as_nanos() >> 6) as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(flags: TcpFlags, seq: u32, ack: u32) -> TcpRepr {
+        TcpRepr {
+            sport: 40000,
+            dport: 80,
+            seq: TcpSeq(seq),
+            ack: TcpSeq(ack),
+            flags,
+            window: 64240,
+            ..TcpRepr::default()
+        }
+    }
+
+    #[test]
+    fn rst_with_ack_takes_the_ack_as_sequence() {
+        let r = rst_for_unknown(&seg(TcpFlags::ACK | TcpFlags::PSH, 1000, 77_777), 100).unwrap();
+        assert_eq!(r.flags, TcpFlags::RST);
+        assert_eq!(r.seq, TcpSeq(77_777));
+        assert_eq!((r.sport, r.dport, r.window), (80, 40000, 0));
+    }
+
+    #[test]
+    fn rst_without_ack_acknowledges_the_segment() {
+        let r = rst_for_unknown(&seg(TcpFlags::SYN, 1000, 0), 0).unwrap();
+        assert_eq!(r.flags, TcpFlags::RST | TcpFlags::ACK);
+        assert_eq!((r.seq, r.ack), (TcpSeq(0), TcpSeq(1001)));
+        let r = rst_for_unknown(&seg(TcpFlags::FIN, u32::MAX, 0), 10).unwrap();
+        assert_eq!(r.ack, TcpSeq(10), "SEG.SEQ + 10 bytes + FIN wraps");
+        assert_eq!(rst_for_unknown(&seg(TcpFlags::RST, 1, 0), 0), None);
+        assert_eq!(
+            rst_for_unknown(&seg(TcpFlags::RST | TcpFlags::ACK, 1, 2), 0),
+            None
+        );
+    }
+
+    #[test]
+    fn iss_depends_on_tuple_secret_and_time() {
+        let a: SocketAddr = "198.51.100.1:80".parse().unwrap();
+        let b: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+        let c: SocketAddr = "203.0.113.7:40001".parse().unwrap();
+        let t = Instant::from_secs(1);
+        assert_eq!(initial_seq(1, a, b, t), initial_seq(1, a, b, t));
+        assert_ne!(initial_seq(1, a, b, t), initial_seq(1, a, c, t));
+        assert_ne!(initial_seq(1, a, b, t), initial_seq(2, a, b, t));
+        let later = initial_seq(1, a, b, Instant::from_nanos(1_000_000_640));
+        assert_eq!(later.diff(initial_seq(1, a, b, t)), 10);
+    }
+}
