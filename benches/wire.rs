@@ -1,7 +1,12 @@
 //! Packet-layer speed: build and parse an IPv4 TCP SYN, encapsulate and decapsulate it.
 //!
-//! Run: `cargo bench --bench wire`. Results are reported in docs/performance.md.
+//! Run: `cargo bench --bench wire`. Results are reported in docs/performance.md. Time is the
+//! bench thread's CPU time (see `support/cpu_time.rs`).
 
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+
+use cpu_time::ThreadCpuTime;
 use std::hint::black_box;
 use std::net::IpAddr;
 
@@ -29,7 +34,7 @@ fn syn() -> (PacketBuilder, TcpRepr) {
     (b, t)
 }
 
-fn wire(c: &mut Criterion) {
+fn wire(c: &mut Criterion<ThreadCpuTime>) {
     let (b, t) = syn();
     let bytes = b.tcp(&t, &[]).unwrap();
     let mut g = c.benchmark_group("wire");
@@ -89,5 +94,9 @@ fn wire(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, wire);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = wire
+}
 criterion_main!(benches);

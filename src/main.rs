@@ -9,9 +9,10 @@ mod cli;
 /// tierlab: packet-level simulator of multi-tier load balancers (ECMP routers, Maglev L4
 /// directors over IPIP, stateful L7 proxies, backends).
 ///
-/// With no subcommand, runs the default job (today: the demo; see `tierlab demo --help`).
+/// With no subcommand, runs the default suite: the seed lab, and each disruption of its README
+/// on a freshly warmed lab, with a table of what broke (same as `tierlab run --suite`).
 #[derive(Debug, Parser)]
-#[command(name = "tierlab", version, about, long_about = None)]
+#[command(name = "tierlab", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -21,13 +22,36 @@ struct Cli {
 enum Command {
     /// Build a TCP SYN, tunnel it as an IPVS director would, write demo.pcap and say what it did.
     Demo(cli::demo::DemoArgs),
+    /// Check scenario files (TOML): every error is reported as FILE:LINE:COLUMN: what is wrong.
+    /// See docs/scenarios.md for every key and its default.
+    Check(cli::check::CheckArgs),
+    /// Run a scenario file through the simulated lab and report what each disruption broke.
+    Run(cli::run::RunArgs),
+    /// Which next hop a Linux router picks for each flow read on stdin (multipath hash policy,
+    /// fields, seed, weights), bit for bit as the kernel does.
+    ///
+    /// Reads one JSON object per line on stdin, with keys `src`, `dst`, `proto`, `sport`,
+    /// `dport` and optional `flowlabel`, and writes one line per flow, `{"nexthop": I}`, I the
+    /// 0-based index of the next hop in the order given. A bad line stops the run with a
+    /// message naming its line number and exit status 2. See docs/ecmp.md.
+    Ecmp(cli::ecmp::EcmpArgs),
+    /// Which destination an IPVS director (mh, sh) or the Maglev paper's table picks for each
+    /// flow read on stdin, or the whole lookup table (--dump-table).
+    L4(cli::l4::L4Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => cli::demo::run(&cli::demo::DemoArgs::default()),
+        None => cli::run::run(&cli::run::RunArgs {
+            suite: true,
+            ..cli::run::RunArgs::default()
+        }),
         Some(Command::Demo(args)) => cli::demo::run(&args),
+        Some(Command::Check(args)) => cli::check::run(&args),
+        Some(Command::Run(args)) => cli::run::run(&args),
+        Some(Command::Ecmp(args)) => cli::ecmp::run(&args),
+        Some(Command::L4(args)) => cli::l4::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -168,14 +168,14 @@ fn describe(bytes: &[u8]) -> String {
         Err(e) => format!("unparseable: {e}"),
         Ok(p) => {
             let base = format!("{} > {} ttl {} len {}", p.src(), p.dst(), p.ip.ttl(), p.len);
-            if let IpHeader::V4(h) = p.ip {
-                if h.is_fragment() {
-                    let mf = if h.more_frags { " MF" } else { "" };
-                    return format!(
-                        "{base} {} fragment id {:#06x} offset {}{mf}",
-                        h.proto, h.ident, h.frag_offset
-                    );
-                }
+            if let IpHeader::V4(h) = p.ip
+                && h.is_fragment()
+            {
+                let mf = if h.more_frags { " MF" } else { "" };
+                return format!(
+                    "{base} {} fragment id {:#06x} offset {}{mf}",
+                    h.proto, h.ident, h.frag_offset
+                );
             }
             match p.transport {
                 Transport::Tcp(t) => format!(

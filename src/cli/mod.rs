@@ -1,6 +1,10 @@
 //! Subcommands of the `tierlab` binary, one module each.
 
+pub(crate) mod check;
 pub(crate) mod demo;
+pub(crate) mod ecmp;
+pub(crate) mod l4;
+pub(crate) mod run;
 
 use thiserror::Error;
 

@@ -1,20 +1,26 @@
 //! # tierlab-lab: the lab and its scenarios
 //!
-//! Today this crate holds the scenario layer of the lab: what a user writes in a TOML file and
-//! what tierlab checks before running anything. Module map:
+//! The seed lab in memory: scenarios, the topology wired into the `tierlab-net` engine, the
+//! disruption timeline and its report. Module map:
 //!
 //! - [`scenario`]: the typed [`Scenario`] (topology, ECMP, directors, proxies, workload,
 //!   disruption timeline) whose [`Default`] is the seed lab of `../shared/seed/README.md`.
 //! - [`load`]: [`load::from_toml`] — strict parsing (unknown keys, wrong types) and validation
 //!   (impossible topologies, dangling references), every error with file, line and column.
 //! - [`names`]: node names (`router1`, `director3`, `proxy14`, `backend2`) and their kinds.
-//!
-//! The wiring of tiers into the `tierlab-net` engine, the workload driver and the reports come
-//! with the lab issue's next steps (see `docs/architecture.md`).
+//! - [`nodes`]: each tier as a `tierlab-net` node (routing, TTL, timers around the tier).
+//! - [`build`]: [`build::Lab`] — the topology and address plan, and disruptions applied to the
+//!   tiers' state ([`build::Lab::apply`]; not every action is wired yet).
+//! - [`report`]: [`report::run`] — a scenario run and its JSON report.
+//! - [`suite`]: the default suite — each disruption of the seed README on a warmed lab.
 
+pub mod build;
 pub mod load;
 pub mod names;
+pub mod nodes;
+pub mod report;
 pub mod scenario;
+pub mod suite;
 
 pub use load::{ScenarioError, from_toml};
 pub use names::{NodeKind, NodeName};

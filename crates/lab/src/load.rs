@@ -110,7 +110,10 @@ fn err<T>(path: &[Seg], message: impl Into<String>) -> Result<T, Invalid> {
 
 fn is_prime(n: u32) -> bool {
     let n = u64::from(n);
-    n >= 2 && (2u64..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2u64..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// Checks everything serde cannot: ranges, impossible topologies, dangling references.
@@ -208,6 +211,12 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         return err(
             &[Key("ecmp"), Key("hash_fields")],
             "ecmp.hash_fields only applies with policy 3",
+        );
+    }
+    if !(s.ecmp.hold_time_s.is_finite() && s.ecmp.hold_time_s >= 0.0) {
+        return err(
+            &[Key("ecmp"), Key("hold_time_s")],
+            "hold_time_s must be a number of seconds, 0 or more",
         );
     }
     if s.ecmp.resilient_buckets == 0 {

@@ -207,6 +207,9 @@ pub struct Ecmp {
     pub algorithm: EcmpAlgorithm,
     /// Buckets of a resilient group.
     pub resilient_buckets: u32,
+    /// BGP hold time: a director that dies without withdrawing keeps receiving traffic from
+    /// the routers this long (the lab: 6 s for IPv4 sessions).
+    pub hold_time_s: f64,
 }
 
 impl Default for Ecmp {
@@ -217,6 +220,7 @@ impl Default for Ecmp {
             seed: None,
             algorithm: EcmpAlgorithm::HashThreshold,
             resilient_buckets: 128,
+            hold_time_s: 6.0,
         }
     }
 }
@@ -318,7 +322,7 @@ impl Default for Workload {
         Self {
             clients: 200,
             object_bytes: 100_000_000,
-            read_bytes: 1024,
+            read_bytes: 16_384,
             read_interval_min_ms: 0,
             read_interval_max_ms: 500,
             stop_probability: 0.05,

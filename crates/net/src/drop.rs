@@ -32,6 +32,9 @@ pub enum DropReason {
     UnknownVip,
     /// The scheduler found no usable destination.
     NoDestination,
+    /// A segment without a connection entry that may not create one (IPVS: not a SYN while
+    /// `sloppy_tcp` is off, or a RST).
+    NoEntry,
     /// The destination of a connection entry is no longer available (IPVS, `expire_nodest_conn=0`).
     DestUnavailable,
     /// An ICMP error that matches no known flow.
@@ -59,6 +62,7 @@ impl DropReason {
             Self::Ttl => "ttl",
             Self::UnknownVip => "unknown_vip",
             Self::NoDestination => "no_destination",
+            Self::NoEntry => "no_entry",
             Self::DestUnavailable => "dest_unavailable",
             Self::IcmpNoFlow => "icmp_no_flow",
             Self::Malformed => "malformed",

@@ -74,6 +74,24 @@ impl Outbox {
         });
     }
 
+    /// Forwards a packet built by `origin` (a router passing it on): like
+    /// [`Outbox::send_to`] (or [`Outbox::send`] without a next hop), but the receiver is told
+    /// `origin`, not this node.
+    pub fn forward(
+        &mut self,
+        iface: IfaceId,
+        next_hop: Option<IpAddr>,
+        packet: Vec<u8>,
+        origin: NodeId,
+    ) {
+        self.sends.push(Send {
+            iface,
+            next_hop,
+            packet,
+            origin: Some(origin),
+        });
+    }
+
     /// Asks for [`Node::handle_timer`] with `token` at `at` (immediately if `at` is past).
     pub fn set_timer(&mut self, at: Instant, token: u64) {
         self.timers.push((at, token));

@@ -1,0 +1,404 @@
+//! Running a scenario's timeline and reporting what broke.
+//!
+//! The JSON shape is the one `docs/report.md` documents (scripts depend on its keys).
+//!
+//! Attribution: a connection counts against an event when it was open just before the event
+//! and ended unsuccessfully within `window_s` after it; when several events qualify, only the
+//! latest is blamed (no connection is counted twice). Its cause comes from how it ended: a
+//! RST built by a proxy is `reset_by_proxy`; a connection that got nothing for the read
+//! timeout is `proxy_lost` after a proxy failure, `backend_lost` after a backend loss and
+//! `blackholed` otherwise; anything else unsuccessful (truncated body, HTTP error, RST from
+//! another node) is `other`. `icmp_misrouted` is not measured yet (always 0).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tierlab_l7::TcpStack;
+use tierlab_l7::client::{ConnRecord, Outcome};
+use tierlab_net::{NodeId, TraceFilter};
+use tierlab_wire::Instant;
+
+use crate::build::{Lab, LabError};
+use crate::nodes::ClientNode;
+use crate::scenario::{Action, EndpointKind, Scenario};
+
+/// Causes of broken connections.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize)]
+pub struct Causes {
+    /// Reset by a proxy that did not know the flow.
+    pub reset_by_proxy: u64,
+    /// Its proxy failed.
+    pub proxy_lost: u64,
+    /// Its backend was lost.
+    pub backend_lost: u64,
+    /// No answer until the client's timeout.
+    pub blackholed: u64,
+    /// An ICMP error reached a proxy that did not hold the flow (not measured yet).
+    pub icmp_misrouted: u64,
+    /// Any other unsuccessful end.
+    pub other: u64,
+}
+
+/// One event of the timeline, measured.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EventReport {
+    /// When.
+    pub at_s: f64,
+    /// What (the scenario's action name).
+    pub action: String,
+    /// The node it targets, if any.
+    pub target: Option<String>,
+    /// Connections open just before.
+    pub active_before: u64,
+    /// Connections open before that ended unsuccessfully within the window after.
+    pub broken: u64,
+    /// Why they broke.
+    pub broken_by_cause: Causes,
+}
+
+/// Connection totals (they add up: started = completed + reset + timed_out + other +
+/// open_at_end).
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize)]
+pub struct Connections {
+    /// Opened.
+    pub started: u64,
+    /// Ended well: the whole object, or the client chose to stop.
+    pub completed: u64,
+    /// Ended by a RST.
+    pub reset: u64,
+    /// Ended by the client's read timeout or TCP giving up.
+    pub timed_out: u64,
+    /// Ended otherwise (truncated, HTTP error, corrupt).
+    pub other: u64,
+    /// Still open at the end of the run.
+    pub open_at_end: u64,
+}
+
+/// Packet totals.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Packets {
+    /// Sent by nodes.
+    pub sent: u64,
+    /// Delivered by the network.
+    pub delivered: u64,
+    /// Dropped, by the network or by nodes.
+    pub dropped: u64,
+    /// Drops per reason.
+    pub dropped_by_reason: BTreeMap<String, u64>,
+    /// Still travelling at the end.
+    pub in_flight: u64,
+}
+
+/// The report of one run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Endpoint kind.
+    pub endpoint: EndpointKind,
+    /// Events, in time order.
+    pub events: Vec<EventReport>,
+    /// Connection totals.
+    pub connections: Connections,
+    /// Packet totals.
+    pub packets: Packets,
+}
+
+/// Builds the lab of `s`, runs it with its timeline, and reports.
+///
+/// # Errors
+/// [`LabError`] when the lab cannot be built or an event cannot be applied.
+pub fn run<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
+    s: &Scenario,
+    stack: F,
+) -> Result<RunReport, LabError> {
+    run_traced(s, stack, None)
+}
+
+/// Where to write a capture of a run, and of which nodes.
+pub struct Trace {
+    /// The pcap stream.
+    pub out: Box<dyn std::io::Write>,
+    /// Names of the nodes whose packets to record (`router1`, `director3`, …, and `clients`,
+    /// `internet`); empty: every packet once, as it leaves its sender.
+    pub nodes: Vec<String>,
+}
+
+/// [`run`], writing the packets to a pcap as the run goes.
+///
+/// # Errors
+/// As [`run`]; a node name in the trace that does not exist; a pcap write error.
+pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
+    s: &Scenario,
+    stack: F,
+    trace: Option<Trace>,
+) -> Result<RunReport, LabError> {
+    let mut lab = Lab::build(s, stack)?;
+    let traced = trace.is_some();
+    if let Some(t) = trace {
+        let filter = if t.nodes.is_empty() {
+            TraceFilter::All
+        } else {
+            let mut set = std::collections::BTreeSet::new();
+            for n in &t.nodes {
+                let id = match n.as_str() {
+                    "clients" => lab.nodes.clients,
+                    "internet" => lab.nodes.internet,
+                    other => {
+                        let name =
+                            other
+                                .parse()
+                                .map_err(|e: crate::names::BadName| LabError::Config {
+                                    what: "pcap nodes".into(),
+                                    why: e.to_string(),
+                                })?;
+                        lab.node_id(name).ok_or(LabError::NoSuchNode(name))?
+                    }
+                };
+                set.insert(id);
+            }
+            TraceFilter::Nodes(set)
+        };
+        lab.net
+            .trace_pcap(t.out, filter)
+            .map_err(|e| LabError::Config {
+                what: "pcap".into(),
+                why: e.to_string(),
+            })?;
+    }
+    lab.start();
+    let mut order: Vec<usize> = (0..s.events.len()).collect();
+    order.sort_by(|&a, &b| {
+        s.events[a]
+            .at_s
+            .total_cmp(&s.events[b].at_s)
+            .then(a.cmp(&b))
+    });
+    // A failed director is withdrawn by the routers when their BGP hold timer expires.
+    let hold = secs(s.ecmp.hold_time_s) - Instant::ZERO;
+    let mut withdrawals: Vec<(Instant, u32)> = Vec::new();
+    let mut applied = Vec::new();
+    for i in order {
+        let e = &s.events[i];
+        let at = secs(e.at_s);
+        run_withdrawals(&mut lab, &mut withdrawals, at)?;
+        lab.net.run_until(at);
+        let active = client::<S>(&mut lab).client.open() as u64;
+        lab.apply(&e.action)?;
+        if let Action::DirectorFailed { target } = &e.action {
+            withdrawals.push((at + hold, target.0.index));
+        }
+        applied.push((at, e.action.clone(), active));
+    }
+    let end = secs(s.duration_s);
+    run_withdrawals(&mut lab, &mut withdrawals, end)?;
+    lab.net.run_until(end);
+    let proxies: Vec<NodeId> = lab.nodes.proxies.clone();
+    let c = client::<S>(&mut lab);
+    let open_at_end = c.client.open() as u64;
+    let started = c.client.opened();
+    let records = c.client.take_records();
+    let window = secs(s.window_s) - Instant::ZERO;
+    // Each unsuccessful connection counts against one event at most: the latest that came
+    // while it was open and less than a window before it ended.
+    let mut blamed: Vec<Vec<&ConnRecord>> = vec![Vec::new(); applied.len()];
+    for r in &records {
+        let culprit = applied
+            .iter()
+            .rposition(|(at, _, _)| r.started < *at && r.ended >= *at && r.ended < *at + window);
+        if let Some(i) = culprit {
+            blamed[i].push(r);
+        }
+    }
+    let events = applied
+        .iter()
+        .zip(&blamed)
+        .map(|((at, action, active), recs)| event_report(*at, action, *active, recs, &proxies))
+        .collect();
+    let mut conns = Connections {
+        started,
+        open_at_end,
+        ..Connections::default()
+    };
+    for r in &records {
+        match r.outcome {
+            Outcome::Completed | Outcome::Stopped => conns.completed += 1,
+            Outcome::Reset { .. } => conns.reset += 1,
+            Outcome::TimedOut => conns.timed_out += 1,
+            _ => conns.other += 1,
+        }
+    }
+    if traced {
+        lab.net.finish_pcap().map_err(|e| LabError::Config {
+            what: "pcap".into(),
+            why: e.to_string(),
+        })?;
+    }
+    let acct = lab.net.accounting();
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, reason, n) in lab
+        .net
+        .network_drops()
+        .iter()
+        .chain(lab.net.node_drops().iter())
+    {
+        *by_reason.entry(reason.name().to_owned()).or_default() += n;
+    }
+    Ok(RunReport {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        endpoint: s.endpoint,
+        events,
+        connections: conns,
+        packets: Packets {
+            sent: acct.sent,
+            delivered: acct.delivered,
+            dropped: acct.dropped_in_network + acct.dropped_by_nodes,
+            dropped_by_reason: by_reason,
+            in_flight: acct.in_flight,
+        },
+    })
+}
+
+/// Runs the lab up to each pending withdrawal due by `until` and applies it.
+fn run_withdrawals(
+    lab: &mut Lab,
+    pending: &mut Vec<(Instant, u32)>,
+    until: Instant,
+) -> Result<(), LabError> {
+    pending.sort();
+    while let Some(&(at, d)) = pending.first().filter(|(at, _)| *at <= until) {
+        pending.remove(0);
+        lab.net.run_until(at);
+        lab.withdraw_director(d)?;
+    }
+    Ok(())
+}
+
+fn client<S: TcpStack + 'static>(lab: &mut Lab) -> &mut ClientNode<S> {
+    let id = lab.nodes.clients;
+    lab.net
+        .node_mut::<ClientNode<S>>(id)
+        .expect("the clients' node runs the lab's stack kind")
+}
+
+fn secs(s: f64) -> Instant {
+    Instant::from_nanos((s * 1e9).round() as u64)
+}
+
+fn event_report(
+    at: Instant,
+    action: &Action,
+    active: u64,
+    records: &[&ConnRecord],
+    proxies: &[NodeId],
+) -> EventReport {
+    let mut causes = Causes::default();
+    let mut broken = 0;
+    for r in records {
+        let cause = match r.outcome {
+            Outcome::Completed | Outcome::Stopped => continue,
+            Outcome::Reset { by: Some(n) } if proxies.contains(&NodeId(n)) => {
+                &mut causes.reset_by_proxy
+            }
+            Outcome::TimedOut => match action {
+                Action::ProxyFailed { .. } => &mut causes.proxy_lost,
+                Action::BackendLost { .. } => &mut causes.backend_lost,
+                _ => &mut causes.blackholed,
+            },
+            _ => &mut causes.other,
+        };
+        *cause += 1;
+        broken += 1;
+    }
+    EventReport {
+        at_s: at.as_secs_f64(),
+        action: action.name().to_owned(),
+        target: action.target().map(|(n, _)| n.to_string()),
+        active_before: active,
+        broken,
+        broken_by_cause: causes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Event, NodeNameField};
+    use tierlab_l7::{ScriptedConfig, ScriptedStack};
+
+    fn scenario() -> Scenario {
+        let mut s = Scenario::default();
+        s.topology.vips.retain(|v| v.addr.is_ipv4());
+        s.workload.ipv6_share = 0.0;
+        s.workload.clients = 30;
+        // Reads of 16 KiB drain the receive buffer fast: a dead proxy is noticed within a
+        // second or two (with 1 KiB reads, 64 KiB of buffered data hide it for ~16 s).
+        s.workload.read_bytes = 16_384;
+        s.duration_s = 9.0;
+        s.window_s = 5.0;
+        s.events = vec![
+            Event {
+                at_s: 4.0,
+                action: Action::ProxyFailed {
+                    target: NodeNameField("proxy2".parse().unwrap()),
+                },
+            },
+            Event {
+                at_s: 2.0,
+                action: Action::EcmpReordered {},
+            },
+        ];
+        s
+    }
+
+    #[test]
+    fn same_seed_same_report_and_totals_add_up() {
+        let s = scenario();
+        let a = run(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
+        let b = run(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
+        assert_eq!(a, b);
+        let c = &a.connections;
+        assert_eq!(
+            c.started,
+            c.completed + c.reset + c.timed_out + c.other + c.open_at_end,
+            "{c:?}"
+        );
+        assert_eq!(
+            a.packets.sent,
+            a.packets.delivered + a.packets.in_flight + a.packets.dropped - dropped_by_nodes(&a)
+        );
+        // Events come out in time order; the proxy failure breaks the connections it held.
+        assert_eq!(
+            a.events
+                .iter()
+                .map(|e| e.action.as_str())
+                .collect::<Vec<_>>(),
+            ["ecmp_reordered", "proxy_failed"]
+        );
+        assert_eq!(a.events[0].broken, 0, "{:?}", a.events);
+        assert!(a.events[1].broken_by_cause.proxy_lost > 0, "{:?}", a.events);
+        let other_seed = run(&Scenario { seed: 2, ..s }, || {
+            ScriptedStack::new(ScriptedConfig::default())
+        })
+        .unwrap();
+        assert_ne!(other_seed, a);
+    }
+
+    /// Drops reported by nodes (the network's own drops are the rest of `dropped`).
+    fn dropped_by_nodes(r: &RunReport) -> u64 {
+        let network: u64 = [
+            "no_link",
+            "link_down",
+            "node_down",
+            "no_neighbor",
+            "too_big",
+        ]
+        .iter()
+        .filter_map(|k| r.packets.dropped_by_reason.get(*k))
+        .sum();
+        r.packets.dropped - network
+    }
+}

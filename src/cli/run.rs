@@ -1,0 +1,233 @@
+//! `tierlab run`: run a scenario file, or the default suite, and report.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tierlab_l7::{ScriptedConfig, ScriptedStack, SmolConfig, SmolStack};
+use tierlab_lab::report::{RunReport, Trace, run_traced};
+use tierlab_lab::scenario::{EndpointKind, Scenario};
+use tierlab_lab::suite::suite;
+
+use super::CliError;
+
+/// Arguments of `tierlab run`.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The scenario (TOML; see docs/scenarios.md; an empty file is the seed lab). With
+    /// --suite, the base lab of every run (default: the seed lab).
+    pub(crate) file: Option<PathBuf>,
+    /// Run the default suite: each disruption of the seed README on a freshly warmed lab.
+    #[arg(long)]
+    pub(crate) suite: bool,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Override the endpoint kind.
+    #[arg(long, value_parser = ["scripted", "smoltcp"])]
+    pub(crate) endpoint: Option<String>,
+    /// Print the report as JSON (schema: docs/report.md) instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Write the run's packets to this pcap file (link type RAW; timestamps are virtual time).
+    /// Not with --suite.
+    #[arg(long)]
+    pub(crate) pcap: Option<PathBuf>,
+    /// With --pcap: only the packets these nodes send or receive, comma-separated
+    /// (`clients`, `internet`, `router1`, `director3`, `proxy14`, `backend2`…).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) pcap_nodes: Vec<String>,
+}
+
+/// Runs the scenario or the suite.
+pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
+    let (mut base, name) = match &args.file {
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::BadInput(format!("{name}: cannot read: {e}")))?;
+            (
+                tierlab_lab::from_toml(&text, &name)
+                    .map_err(|e| CliError::BadInput(e.to_string()))?,
+                name,
+            )
+        }
+        None if args.suite => (Scenario::default(), "the seed lab".to_owned()),
+        None => {
+            return Err(CliError::BadInput(
+                "give a scenario file, or --suite".into(),
+            ));
+        }
+    };
+    if let Some(seed) = args.seed {
+        base.seed = seed;
+    }
+    match args.endpoint.as_deref() {
+        Some("smoltcp") => base.endpoint = EndpointKind::Smoltcp,
+        Some(_) => base.endpoint = EndpointKind::Scripted,
+        None => {}
+    }
+    if args.suite && args.pcap.is_some() {
+        return Err(CliError::BadInput(
+            "--pcap records one run: give a scenario file, not --suite".into(),
+        ));
+    }
+    if !args.suite {
+        let trace = match &args.pcap {
+            Some(path) => {
+                let f = std::fs::File::create(path).map_err(|e| {
+                    CliError::BadInput(format!("{}: cannot create: {e}", path.display()))
+                })?;
+                Some(Trace {
+                    out: Box::new(std::io::BufWriter::new(f)),
+                    nodes: args.pcap_nodes.clone(),
+                })
+            }
+            None => None,
+        };
+        let report =
+            one_traced(&base, trace).map_err(|e| CliError::BadInput(format!("{name}: {e}")))?;
+        if args.json {
+            print_json(&report)?;
+        } else {
+            print_table(&report);
+        }
+        return Ok(());
+    }
+    let progress = std::io::stderr().is_terminal();
+    let mut runs = Vec::new();
+    for r in suite(&base, 10.0) {
+        if progress {
+            eprint!("\rrunning {:<32}", r.name);
+        }
+        let report = one(&r.scenario)
+            .map_err(|e| CliError::BadInput(format!("suite run {}: {e}", r.name)))?;
+        runs.push((r.expects, report));
+    }
+    if progress {
+        eprint!("\r{:<40}\r", "");
+    }
+    if args.json {
+        #[derive(Serialize)]
+        struct Suite<'a> {
+            suite: Vec<&'a RunReport>,
+        }
+        print_json(&Suite {
+            suite: runs.iter().map(|(_, r)| r).collect(),
+        })
+    } else {
+        print_suite(&runs);
+        Ok(())
+    }
+}
+
+fn one(s: &Scenario) -> Result<RunReport, tierlab_lab::build::LabError> {
+    one_traced(s, None)
+}
+
+fn one_traced(
+    s: &Scenario,
+    trace: Option<Trace>,
+) -> Result<RunReport, tierlab_lab::build::LabError> {
+    match s.endpoint {
+        EndpointKind::Scripted => {
+            run_traced(s, || ScriptedStack::new(ScriptedConfig::default()), trace)
+        }
+        EndpointKind::Smoltcp => run_traced(s, || SmolStack::new(SmolConfig::default()), trace),
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Failed(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// The cause that broke the most connections in an event, or "-".
+fn main_cause(c: &tierlab_lab::report::Causes) -> &'static str {
+    [
+        ("reset_by_proxy", c.reset_by_proxy),
+        ("proxy_lost", c.proxy_lost),
+        ("backend_lost", c.backend_lost),
+        ("blackholed", c.blackholed),
+        ("icmp_misrouted", c.icmp_misrouted),
+        ("other", c.other),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .max_by_key(|(_, n)| *n)
+    .map_or("-", |(k, _)| k)
+}
+
+fn pct(broken: u64, active: u64) -> f64 {
+    if active == 0 {
+        0.0
+    } else {
+        100.0 * broken as f64 / active as f64
+    }
+}
+
+fn print_suite(runs: &[(&str, RunReport)]) {
+    println!(
+        "{:<30} {:>6} {:>6} {:>8}  {:<14}  what the lab's README expects",
+        "disruption", "active", "broken", "broken %", "main cause"
+    );
+    for (expects, r) in runs {
+        let active = r.events.last().map_or(0, |e| e.active_before);
+        let broken: u64 = r.events.iter().map(|e| e.broken).sum();
+        let cause = r
+            .events
+            .iter()
+            .rev()
+            .map(|e| main_cause(&e.broken_by_cause))
+            .find(|c| *c != "-")
+            .unwrap_or("-");
+        println!(
+            "{:<30} {:>6} {:>6} {:>7.1}%  {:<14}  {expects}",
+            r.scenario,
+            active,
+            broken,
+            pct(broken, active),
+            cause
+        );
+    }
+    if let Some((_, r)) = runs.first() {
+        println!(
+            "\nseed {}, {:?} endpoints, IPv4 VIPs; broken = connections open before the disruption that ended unsuccessfully within {} s after it.",
+            r.seed, r.endpoint, 10
+        );
+    }
+}
+
+fn print_table(r: &RunReport) {
+    println!(
+        "scenario {} (seed {}, {:?} endpoints)",
+        r.scenario, r.seed, r.endpoint
+    );
+    println!(
+        "{:>8}  {:<22} {:<11} {:>7} {:>7} {:>8}  main cause",
+        "at (s)", "event", "target", "active", "broken", "broken %"
+    );
+    for e in &r.events {
+        println!(
+            "{:>8.1}  {:<22} {:<11} {:>7} {:>7} {:>7.1}%  {}",
+            e.at_s,
+            e.action,
+            e.target.as_deref().unwrap_or("-"),
+            e.active_before,
+            e.broken,
+            pct(e.broken, e.active_before),
+            main_cause(&e.broken_by_cause)
+        );
+    }
+    let c = &r.connections;
+    println!(
+        "connections: {} started, {} completed, {} reset, {} timed out, {} other, {} open at the end",
+        c.started, c.completed, c.reset, c.timed_out, c.other, c.open_at_end
+    );
+    let p = &r.packets;
+    println!(
+        "packets: {} sent, {} delivered, {} dropped {:?}, {} in flight",
+        p.sent, p.delivered, p.dropped, p.dropped_by_reason, p.in_flight
+    );
+}
