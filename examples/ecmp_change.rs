@@ -1,40 +1,9 @@
 //! ECMP change in front of the directors (the routers list the directors in another order).
 //!
 //! The seed lab's README expects: almost nothing breaks: every director computes the same mh table.
-//! Run: `cargo run --release --example ecmp_change` (the same scenario as
-//! `examples/scenarios/ecmp_change.toml`, built here with the library API).
-
-use tierlab::l7::{ScriptedConfig, ScriptedStack};
-use tierlab::lab::report::run;
-use tierlab::lab::scenario::{Action, Event, Scenario};
+//! Run: `cargo run --release --example ecmp_change`. The scenario is the suite's run `ecmp_change`
+//! (`tierlab_lab::suite`), the same as `examples/scenarios/ecmp_change.toml`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut s = Scenario {
-        name: "ecmp_change".into(),
-        duration_s: 20.0,
-        ..Scenario::default()
-    };
-    // IPv4 VIPs only for now (see docs/architecture.md, known gaps).
-    s.topology.vips.retain(|v| v.addr.is_ipv4());
-    s.workload.ipv6_share = 0.0;
-    s.events = vec![(10.0, Action::EcmpReordered {})]
-        .into_iter()
-        .map(|(at_s, action)| Event { at_s, action })
-        .collect();
-    let report = run(&s, || ScriptedStack::new(ScriptedConfig::default()))?;
-    for e in &report.events {
-        println!(
-            "{:>5.1} s  {:<16} {:<10} active {:>4}  broken {:>4}  {:?}",
-            e.at_s,
-            e.action,
-            e.target.as_deref().unwrap_or("-"),
-            e.active_before,
-            e.broken,
-            e.broken_by_cause
-        );
-    }
-    println!(
-        "expected by the lab's README: almost nothing breaks: every director computes the same mh table"
-    );
-    Ok(())
+    tierlab::lab::suite::print_run("ecmp_change")
 }

@@ -73,3 +73,18 @@ fn same_scenario_and_seed_give_the_same_report() {
     let b = serde_json::to_string(&quick(&f)).unwrap();
     assert_eq!(a, b);
 }
+
+/// The scenario files are the suite's runs, written out: they cannot drift apart.
+#[test]
+fn scenario_files_are_the_suite_runs() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scenarios");
+    for run in tierlab::lab::suite::suite(&Scenario::default(), 10.0) {
+        let file = load(&dir.join(format!("{}.toml", run.name)));
+        assert_eq!(
+            file, run.scenario,
+            "examples/scenarios/{}.toml differs from the suite run",
+            run.name
+        );
+        assert!(tierlab::lab::suite::by_name(run.name).is_some());
+    }
+}

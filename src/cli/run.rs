@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 use tierlab_l7::{ScriptedConfig, ScriptedStack, SmolConfig, SmolStack};
-use tierlab_lab::report::{RunReport, Trace, run_traced};
+use tierlab_lab::report::{RunReport, Trace, percent, run_traced};
 use tierlab_lab::scenario::{EndpointKind, Scenario};
 use tierlab_lab::suite::suite;
 
@@ -143,30 +143,6 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The cause that broke the most connections in an event, or "-".
-fn main_cause(c: &tierlab_lab::report::Causes) -> &'static str {
-    [
-        ("reset_by_proxy", c.reset_by_proxy),
-        ("proxy_lost", c.proxy_lost),
-        ("backend_lost", c.backend_lost),
-        ("blackholed", c.blackholed),
-        ("icmp_misrouted", c.icmp_misrouted),
-        ("other", c.other),
-    ]
-    .into_iter()
-    .filter(|(_, n)| *n > 0)
-    .max_by_key(|(_, n)| *n)
-    .map_or("-", |(k, _)| k)
-}
-
-fn pct(broken: u64, active: u64) -> f64 {
-    if active == 0 {
-        0.0
-    } else {
-        100.0 * broken as f64 / active as f64
-    }
-}
-
 fn print_suite(runs: &[(&str, RunReport)]) {
     println!(
         "{:<30} {:>6} {:>6} {:>8}  {:<14}  what the lab's README expects",
@@ -179,7 +155,7 @@ fn print_suite(runs: &[(&str, RunReport)]) {
             .events
             .iter()
             .rev()
-            .map(|e| main_cause(&e.broken_by_cause))
+            .map(|e| e.broken_by_cause.main())
             .find(|c| *c != "-")
             .unwrap_or("-");
         println!(
@@ -187,7 +163,7 @@ fn print_suite(runs: &[(&str, RunReport)]) {
             r.scenario,
             active,
             broken,
-            pct(broken, active),
+            percent(broken, active),
             cause
         );
     }
@@ -200,34 +176,5 @@ fn print_suite(runs: &[(&str, RunReport)]) {
 }
 
 fn print_table(r: &RunReport) {
-    println!(
-        "scenario {} (seed {}, {:?} endpoints)",
-        r.scenario, r.seed, r.endpoint
-    );
-    println!(
-        "{:>8}  {:<22} {:<11} {:>7} {:>7} {:>8}  main cause",
-        "at (s)", "event", "target", "active", "broken", "broken %"
-    );
-    for e in &r.events {
-        println!(
-            "{:>8.1}  {:<22} {:<11} {:>7} {:>7} {:>7.1}%  {}",
-            e.at_s,
-            e.action,
-            e.target.as_deref().unwrap_or("-"),
-            e.active_before,
-            e.broken,
-            pct(e.broken, e.active_before),
-            main_cause(&e.broken_by_cause)
-        );
-    }
-    let c = &r.connections;
-    println!(
-        "connections: {} started, {} completed, {} reset, {} timed out, {} other, {} open at the end",
-        c.started, c.completed, c.reset, c.timed_out, c.other, c.open_at_end
-    );
-    let p = &r.packets;
-    println!(
-        "packets: {} sent, {} delivered, {} dropped {:?}, {} in flight",
-        p.sent, p.delivered, p.dropped, p.dropped_by_reason, p.in_flight
-    );
+    print!("{}", r.summary());
 }

@@ -106,6 +106,77 @@ pub struct RunReport {
     pub packets: Packets,
 }
 
+impl Causes {
+    /// The cause that broke the most connections (`"-"` when none broke).
+    pub fn main(&self) -> &'static str {
+        [
+            ("reset_by_proxy", self.reset_by_proxy),
+            ("proxy_lost", self.proxy_lost),
+            ("backend_lost", self.backend_lost),
+            ("blackholed", self.blackholed),
+            ("icmp_misrouted", self.icmp_misrouted),
+            ("other", self.other),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .max_by_key(|(_, n)| *n)
+        .map_or("-", |(k, _)| k)
+    }
+}
+
+/// `broken` as a percentage of `active` (0 when nothing was active).
+pub fn percent(broken: u64, active: u64) -> f64 {
+    if active == 0 {
+        0.0
+    } else {
+        100.0 * broken as f64 / active as f64
+    }
+}
+
+impl RunReport {
+    /// The report as a human-readable table: one line per event, then the totals.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "scenario {} (seed {}, {:?} endpoints)",
+            self.scenario, self.seed, self.endpoint
+        );
+        let _ = writeln!(
+            out,
+            "{:>8}  {:<22} {:<11} {:>7} {:>7} {:>8}  main cause",
+            "at (s)", "event", "target", "active", "broken", "broken %"
+        );
+        for e in &self.events {
+            let _ = writeln!(
+                out,
+                "{:>8.1}  {:<22} {:<11} {:>7} {:>7} {:>7.1}%  {}",
+                e.at_s,
+                e.action,
+                e.target.as_deref().unwrap_or("-"),
+                e.active_before,
+                e.broken,
+                percent(e.broken, e.active_before),
+                e.broken_by_cause.main()
+            );
+        }
+        let c = &self.connections;
+        let _ = writeln!(
+            out,
+            "connections: {} started, {} completed, {} reset, {} timed out, {} other, {} open at the end",
+            c.started, c.completed, c.reset, c.timed_out, c.other, c.open_at_end
+        );
+        let p = &self.packets;
+        let _ = writeln!(
+            out,
+            "packets: {} sent, {} delivered, {} dropped {:?}, {} in flight",
+            p.sent, p.delivered, p.dropped, p.dropped_by_reason, p.in_flight
+        );
+        out
+    }
+}
+
 /// Builds the lab of `s`, runs it with its timeline, and reports.
 ///
 /// # Errors

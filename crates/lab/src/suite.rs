@@ -132,3 +132,25 @@ pub fn suite(base: &Scenario, warm_s: f64) -> Vec<SuiteRun> {
         })
         .collect()
 }
+
+/// The suite run called `name`, on the seed lab warmed for 10 s (what the examples run).
+pub fn by_name(name: &str) -> Option<SuiteRun> {
+    suite(&Scenario::default(), 10.0)
+        .into_iter()
+        .find(|r| r.name == name)
+}
+
+/// Runs the suite run `name` with scripted endpoints and prints its report and what the lab's
+/// README expects: the body of each `examples/<name>.rs`.
+///
+/// # Errors
+/// An unknown name, or a run that fails.
+pub fn print_run(name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let r = by_name(name).ok_or_else(|| format!("no suite run named {name}"))?;
+    let report = crate::report::run(&r.scenario, || {
+        tierlab_l7::ScriptedStack::new(tierlab_l7::ScriptedConfig::default())
+    })?;
+    print!("{}", report.summary());
+    println!("the lab's README expects: {}", r.expects);
+    Ok(())
+}
