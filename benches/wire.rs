@@ -52,6 +52,13 @@ fn wire(c: &mut Criterion<ThreadCpuTime>) {
     g.bench_function("parse_syn_v4_headers", |bench| {
         bench.iter(|| black_box(Packet::parse(black_box(&bytes), false).unwrap().flow_key()))
     });
+    g.bench_function("parse_tcp_ipv4_view_fields", |bench| {
+        bench.iter(|| {
+            let v = IpView::new_checked(black_box(&bytes), true).unwrap();
+            let t = v.tcp().unwrap();
+            black_box((v.proto(), t.sport(), t.dport(), t.flags(), t.seq(), t.ack()))
+        })
+    });
     g.bench_function("parse_tcp_ipv4_view_verified", |bench| {
         bench.iter(|| {
             let v = IpView::new_checked(black_box(&bytes), true).unwrap();

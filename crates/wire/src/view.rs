@@ -238,12 +238,15 @@ impl<'a> IpView<'a> {
     /// The packet's flow (ports zero when the packet has none).
     pub fn flow_key(&self) -> FlowKey {
         let (sport, dport) = self.ports().unwrap_or((0, 0));
-        match (self.src(), self.dst()) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => FlowKey::v4(s, d, self.proto, sport, dport),
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                FlowKey::v6(s, d, self.proto, sport, dport, self.flow_label())
-            }
-            _ => unreachable!("both addresses come from one header"),
+        let b = self.buf;
+        if self.is_ipv4() {
+            let src = Ipv4Addr::new(b[12], b[13], b[14], b[15]);
+            let dst = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
+            FlowKey::v4(src, dst, self.proto, sport, dport)
+        } else {
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&b[8..24]).expect("checked length"));
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&b[24..40]).expect("checked length"));
+            FlowKey::v6(src, dst, self.proto, sport, dport, self.flow_label())
         }
     }
 
