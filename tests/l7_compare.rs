@@ -4,8 +4,9 @@
 //! backend lost), and compares every connection's outcome. A second test hands a pcap of each
 //! kind to tcpdump, which must decode every packet cleanly.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::Command;
 
 use proptest::prelude::*;
 use tierlab::l7::client::Outcome;
@@ -88,42 +89,7 @@ proptest! {
 fn tcpdump_clean(pcap: &[u8], label: &str) {
     let records = tierlab::wire::pcap::read_all(pcap).unwrap().len();
     assert!(records > 50, "{label}: {records} packets");
-    let path = std::env::temp_dir().join(format!("tierlab-l7-{label}-{}.pcap", std::process::id()));
-    std::fs::write(&path, pcap).unwrap();
-    let out = Command::new("tcpdump")
-        .arg("-r")
-        .arg(&path)
-        .args(["-vv", "-n", "-tt"])
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{label}: tcpdump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = stdout
-        .split('\n')
-        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
-        .count();
-    assert_eq!(
-        lines, records,
-        "{label}: tcpdump saw another number of packets"
-    );
-    for bad in [
-        "bad cksum",
-        "incorrect",
-        "truncated",
-        "[|",
-        "bad-len",
-        "malformed",
-    ] {
-        assert!(
-            !stdout.contains(bad),
-            "{label}: tcpdump reports '{bad}':\n{stdout}"
-        );
-    }
+    let stdout = common::tcpdump::decode_cleanly(pcap, records, &format!("l7-{label}"));
     assert!(
         stdout.contains("proto IPIP (4)"),
         "{label}: tunnelled packets"
@@ -154,12 +120,7 @@ fn capture<S: TcpStack>(make: impl FnMut() -> S) -> Vec<u8> {
 
 #[test]
 fn tcpdump_decodes_both_kinds_cleanly() {
-    if Command::new("tcpdump").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "tcpdump is required in CI (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: tcpdump not installed (install the Debian package tcpdump)");
+    if !common::tcpdump::available() {
         return;
     }
     tcpdump_clean(
