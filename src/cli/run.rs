@@ -27,8 +27,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_parser = ["scripted", "smoltcp"])]
     pub(crate) endpoint: Option<String>,
     /// Print the report as JSON (schema: docs/report.md) instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "csv")]
     pub(crate) json: bool,
+    /// Print the events as CSV (one line per event, every cause a column) instead of a table.
+    #[arg(long)]
+    pub(crate) csv: bool,
     /// Write the run's packets to this pcap file (link type RAW; timestamps are virtual time).
     /// Not with --suite.
     #[arg(long)]
@@ -89,6 +92,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
             one_traced(&base, trace).map_err(|e| CliError::BadInput(format!("{name}: {e}")))?;
         if args.json {
             print_json(&report)?;
+        } else if args.csv {
+            print!("{}", report.csv());
         } else {
             print_table(&report);
         }
@@ -106,6 +111,21 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
     }
     if progress {
         eprint!("\r{:<40}\r", "");
+    }
+    if args.csv {
+        for (i, (_, r)) in runs.iter().enumerate() {
+            let csv = r.csv();
+            // One header line for the whole suite.
+            print!(
+                "{}",
+                if i == 0 {
+                    csv.as_str()
+                } else {
+                    csv.split_once('\n').map_or("", |(_, rest)| rest)
+                }
+            );
+        }
+        return Ok(());
     }
     if args.json {
         #[derive(Serialize)]
