@@ -189,7 +189,7 @@ fn print_suite(runs: &[(&str, RunReport)]) {
     }
     if let Some((_, r)) = runs.first() {
         println!(
-            "\nseed {}, {:?} endpoints, IPv4 VIPs; broken = connections open before the disruption that ended unsuccessfully within {} s after it.",
+            "\nseed {}, {:?} endpoints; broken = connections open before the disruption that ended unsuccessfully within {} s after it.",
             r.seed, r.endpoint, 10
         );
     }

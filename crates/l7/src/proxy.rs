@@ -35,6 +35,10 @@ use crate::stack::{CloseCause, ConnId, TcpEvent, TcpStack};
 pub struct ProxyConfig {
     /// The tunnel's local (outer) address, where the directors send IPIP and health checks.
     pub tunnel_addr: IpAddr,
+    /// A second tunnel address of the other family (an `ip6tnl` next to the `ipip` device),
+    /// for directors that tunnel IPv6 VIPs over IPv6.
+    #[serde(default)]
+    pub tunnel_addr_v6: Option<IpAddr>,
     /// VIPs bound on the tunnel.
     pub vips: Vec<IpAddr>,
     /// Frontend port (the lab: 80).
@@ -75,6 +79,7 @@ impl ProxyConfig {
         );
         Self {
             tunnel_addr: IpAddr::from([192, 0, 2, 100u8.saturating_add(n)]),
+            tunnel_addr_v6: None,
             vips,
             port: 80,
             backend_addr: IpAddr::from([0x2001, 0xdb8, 1, 0, 1, 0, 0, u16::from(n)]),
@@ -265,6 +270,8 @@ pub struct Proxy<S: TcpStack> {
     cfg: ProxyConfig,
     stack: S,
     tunnel: TunnelEndpoint,
+    /// The second tunnel, when `tunnel_addr_v6` is set.
+    tunnel6: Option<TunnelEndpoint>,
     reasm: Reassembler,
     pool: Pool,
     agent_up: bool,
@@ -313,6 +320,19 @@ impl<S: TcpStack> Proxy<S> {
             stack.listen(SocketAddr::new(*v, cfg.port))?;
         }
         let tunnel = TunnelEndpoint::new(cfg.tunnel_addr, cfg.vips.iter().copied(), cfg.mtu, false);
+        let tunnel6 = match cfg.tunnel_addr_v6 {
+            Some(a) => {
+                stack.add_address(a);
+                stack.listen(SocketAddr::new(a, cfg.port))?;
+                Some(TunnelEndpoint::new(
+                    a,
+                    cfg.vips.iter().copied(),
+                    cfg.mtu,
+                    false,
+                ))
+            }
+            None => None,
+        };
         let pool = Pool::new(cfg.servers.clone(), cfg.balance, cfg.check);
         let start = Instant::ZERO + cfg.check_phase;
         let checks = cfg
@@ -328,6 +348,7 @@ impl<S: TcpStack> Proxy<S> {
             cfg,
             stack,
             tunnel,
+            tunnel6,
             reasm: Reassembler::new(),
             pool,
             agent_up: true,
@@ -418,12 +439,17 @@ impl<S: TcpStack> Proxy<S> {
             return self.drop_packet(DropReason::Malformed);
         };
         let tunnelled = matches!(proto, 4 | 41);
-        if dst == self.cfg.tunnel_addr && tunnelled {
-            match self.tunnel.decap(packet) {
+        let to_tunnel6 = self.cfg.tunnel_addr_v6 == Some(dst);
+        if tunnelled && (dst == self.cfg.tunnel_addr || to_tunnel6) {
+            let tunnel = match &self.tunnel6 {
+                Some(t) if to_tunnel6 => t,
+                _ => &self.tunnel,
+            };
+            match tunnel.decap(packet) {
                 Ok(d) => self.deliver(now, &d.inner),
                 Err(e) => self.drop_packet(DropReason::from(&e)),
             }
-        } else if dst == self.cfg.tunnel_addr || dst == self.cfg.backend_addr {
+        } else if dst == self.cfg.tunnel_addr || to_tunnel6 || dst == self.cfg.backend_addr {
             self.deliver(now, packet);
         } else if self.cfg.vips.contains(&dst) {
             // A VIP is bound on the tunnel only: a bare packet to it is not ours.

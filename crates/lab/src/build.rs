@@ -16,14 +16,13 @@
 //! - directors: IPVS with one service per VIP and every proxy as a destination, in the order
 //!   the proxies were added (IPv4 VIPs to the proxies' IPv4 tunnel addresses, IPv6 VIPs to
 //!   their IPv6 ones).
-//! - proxies: the VIPs bound on the tunnel; replies to clients through the routers (a Linux
+//! - proxies: the VIPs bound on two tunnels (IPv4 outer 172.18.0.0+*i*, IPv6 outer
+//!   2001:db8:0:1::3:*i*); replies to clients through the routers (a Linux
 //!   default route over the routers, hash policy 0: direct return); backends on the backend
 //!   segment (proxy *i* 2001:db8:1:0:1::*i*).
 //! - backends: `topology.backends_start` + *i* − 1, port `topology.backend_port`.
 //!
 //! ## Known gaps (documented in docs/architecture.md)
-//! - The proxies' tunnel endpoint has one outer address (IPv4), so IPv6 VIPs tunnelled to the
-//!   proxies' IPv6 addresses are refused there: scenarios with IPv6 traffic do not work yet.
 //! - Control-plane timers are not modelled yet: disruptions act at once on the tiers' state,
 //!   except a director that fails, which routers keep using until `ecmp.hold_time_s`.
 
@@ -321,6 +320,7 @@ fn proxy_factory<S: TcpStack + 'static>(
         let t = &s.topology;
         let mut cfg = ProxyConfig::lab(1, 1);
         cfg.tunnel_addr = core_v4(3, i).into();
+        cfg.tunnel_addr_v6 = Some(core_v6(3, i).into());
         cfg.vips = t.vips.iter().map(|v| v.addr).collect();
         cfg.backend_addr = proxy_backend_side(i).into();
         cfg.mtu = t.mtu;
@@ -1022,6 +1022,32 @@ mod tests {
             lab.net.network_drops().by_reason(),
             lab.net.node_drops().by_reason()
         );
+    }
+
+    /// The lab's IPv6 VIPs: 6in6 from the directors to the proxies' IPv6 tunnel addresses,
+    /// IPv6 replies straight back to the clients.
+    #[test]
+    fn ipv6_vips_work_end_to_end() {
+        let mut s = Scenario::default();
+        s.topology.vips.retain(|v| !v.addr.is_ipv4());
+        s.workload.clients = 6;
+        s.workload.max_connections = Some(12);
+        s.workload.object_bytes = 30_000;
+        s.workload.stop_probability = 0.0;
+        let mut lab = Lab::build(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
+        lab.start();
+        lab.net.run_until(Instant::from_secs(60));
+        let clients = lab
+            .net
+            .node_mut::<ClientNode<ScriptedStack>>(lab.nodes.clients)
+            .unwrap();
+        let records = clients.client.take_records();
+        assert_eq!(records.len(), 12, "{records:?}");
+        for r in &records {
+            assert!(r.src.is_ipv6() && r.vip.is_ipv6(), "{r:?}");
+            assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
+        }
+        assert!(lab.net.accounting().balanced());
     }
 
     /// Long, slow downloads: connections are alive when the disruption comes.

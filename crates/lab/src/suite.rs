@@ -24,15 +24,10 @@ fn target(kind: NodeKind, index: u32) -> NodeNameField {
 
 /// The suite built on `base` (normally the seed lab): every run warms the lab up for
 /// `warm_s` seconds, applies its disruption(s), and runs `window_s` more.
-///
-/// Until the proxies' tunnels take IPv6 outer addresses, the suite uses the lab's IPv4 VIPs
-/// only (see docs/architecture.md, known gaps).
 pub fn suite(base: &Scenario, warm_s: f64) -> Vec<SuiteRun> {
     let t = &base.topology;
     let (d, p, b) = (t.directors, t.proxies, t.backends);
     let mut base = base.clone();
-    base.topology.vips.retain(|v| v.addr.is_ipv4());
-    base.workload.ipv6_share = 0.0;
     base.events.clear();
     let at = warm_s;
     let runs: Vec<Plan> = vec![
