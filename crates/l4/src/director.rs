@@ -308,6 +308,11 @@ impl Director {
         self.expired
     }
 
+    /// Number of connection entries the director holds (`ipvsadm -Lnc | wc -l`).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
     /// When [`Director::handle_timeout`] must next be called (possibly early).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.conns.next_timer()

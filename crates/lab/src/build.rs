@@ -78,6 +78,17 @@ fn cfg_err(what: impl Into<String>, why: impl ToString) -> LabError {
     }
 }
 
+/// Connections held by each live node of each tier, at one instant.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct TierLoad {
+    /// Connection entries per director.
+    pub directors: Vec<usize>,
+    /// Sessions per proxy.
+    pub proxies: Vec<usize>,
+    /// Connections per backend.
+    pub backends: Vec<usize>,
+}
+
 /// Node ids of a built lab, each list in creation order.
 #[derive(Clone, Debug)]
 pub struct LabNodes {
@@ -646,6 +657,35 @@ impl Lab {
         Ok(())
     }
 
+    /// Connections held now by each live node of each tier: directors (connection entries),
+    /// proxies (sessions), backends (connections), in node order.
+    pub fn load(&self) -> TierLoad {
+        let live = |ids: &[NodeId]| -> Vec<NodeId> {
+            ids.iter()
+                .copied()
+                .filter(|&id| self.net.node_is_up(id))
+                .collect()
+        };
+        TierLoad {
+            directors: live(&self.nodes.directors)
+                .into_iter()
+                .map(|d| {
+                    self.net
+                        .node::<DirectorNode>(d)
+                        .map_or(0, |n| n.director.connections())
+                })
+                .collect(),
+            proxies: live(&self.nodes.proxies)
+                .into_iter()
+                .map(|p| self.ops.proxy_sessions(&self.net, p))
+                .collect(),
+            backends: live(&self.nodes.backends)
+                .into_iter()
+                .map(|b| self.ops.backend_connections(&self.net, b))
+                .collect(),
+        }
+    }
+
     /// The scenario the lab was built from.
     pub fn scenario(&self) -> &Scenario {
         &self.scenario
@@ -933,6 +973,10 @@ trait StackOps {
     fn proxy_server_up(&self, net: &mut Network, id: NodeId, server: usize, up: bool);
     /// Sets what a backend's agent answers.
     fn backend_agent(&self, net: &mut Network, id: NodeId, reply: &str);
+    /// Sessions a proxy holds.
+    fn proxy_sessions(&self, net: &Network, id: NodeId) -> usize;
+    /// Connections a backend holds.
+    fn backend_connections(&self, net: &Network, id: NodeId) -> usize;
 }
 
 struct Ops<S>(std::marker::PhantomData<S>);
@@ -952,6 +996,16 @@ impl<S: TcpStack + 'static> StackOps for Ops<S> {
         if let Some(n) = net.node_mut::<BackendNode<S>>(id) {
             n.server.set_agent_reply(reply);
         }
+    }
+
+    fn proxy_sessions(&self, net: &Network, id: NodeId) -> usize {
+        net.node::<ProxyNode<S>>(id)
+            .map_or(0, |n| n.proxy.sessions())
+    }
+
+    fn backend_connections(&self, net: &Network, id: NodeId) -> usize {
+        net.node::<BackendNode<S>>(id)
+            .map_or(0, |n| n.server.open())
     }
 }
 

@@ -54,6 +54,55 @@ pub struct EventReport {
     pub broken: u64,
     /// Why they broke.
     pub broken_by_cause: Causes,
+    /// Connections held per node of each tier just before the event.
+    pub load_before: Load,
+}
+
+/// Load of one tier: connections per live node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TierStats {
+    /// Live nodes.
+    pub nodes: usize,
+    /// Most connections on one node.
+    pub max: usize,
+    /// Mean connections per node.
+    pub mean: f64,
+}
+
+impl TierStats {
+    fn of(v: &[usize]) -> Self {
+        let mean = if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<usize>() as f64 / v.len() as f64
+        };
+        Self {
+            nodes: v.len(),
+            max: v.iter().copied().max().unwrap_or(0),
+            mean,
+        }
+    }
+}
+
+/// Load per tier.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Load {
+    /// Directors: connection entries.
+    pub directors: TierStats,
+    /// Proxies: sessions.
+    pub proxies: TierStats,
+    /// Backends: connections.
+    pub backends: TierStats,
+}
+
+impl Load {
+    fn of(l: &crate::build::TierLoad) -> Self {
+        Self {
+            directors: TierStats::of(&l.directors),
+            proxies: TierStats::of(&l.proxies),
+            backends: TierStats::of(&l.backends),
+        }
+    }
 }
 
 /// Connection totals (they add up: started = completed + reset + timed_out + other +
@@ -287,11 +336,12 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         run_withdrawals(&mut lab, &mut withdrawals, at)?;
         lab.net.run_until(at);
         let active = client::<S>(&mut lab).client.open() as u64;
+        let load = Load::of(&lab.load());
         lab.apply(&e.action)?;
         if let Action::DirectorFailed { target } = &e.action {
             withdrawals.push((at + hold, target.0.index));
         }
-        applied.push((at, e.action.clone(), active));
+        applied.push((at, e.action.clone(), active, load));
     }
     let end = secs(s.duration_s);
     run_withdrawals(&mut lab, &mut withdrawals, end)?;
@@ -308,7 +358,7 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
     for r in &records {
         let culprit = applied
             .iter()
-            .rposition(|(at, _, _)| r.started < *at && r.ended >= *at && r.ended < *at + window);
+            .rposition(|(at, _, _, _)| r.started < *at && r.ended >= *at && r.ended < *at + window);
         if let Some(i) = culprit {
             blamed[i].push(r);
         }
@@ -316,7 +366,9 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
     let events = applied
         .iter()
         .zip(&blamed)
-        .map(|((at, action, active), recs)| event_report(*at, action, *active, recs, &proxies))
+        .map(|((at, action, active, load), recs)| {
+            event_report(*at, action, *active, load.clone(), recs, &proxies)
+        })
         .collect();
     let mut conns = Connections {
         started,
@@ -393,6 +445,7 @@ fn event_report(
     at: Instant,
     action: &Action,
     active: u64,
+    load_before: Load,
     records: &[&ConnRecord],
     proxies: &[NodeId],
 ) -> EventReport {
@@ -421,6 +474,7 @@ fn event_report(
         active_before: active,
         broken,
         broken_by_cause: causes,
+        load_before,
     }
 }
 
@@ -480,6 +534,19 @@ mod tests {
             ["ecmp_reordered", "proxy_failed"]
         );
         assert_eq!(a.events[0].broken, 0, "{:?}", a.events);
+        // Load before the proxy failure: every connection is on one proxy and one backend,
+        // and the directors hold entries for them.
+        let l = &a.events[1].load_before;
+        assert_eq!(
+            (l.directors.nodes, l.proxies.nodes, l.backends.nodes),
+            (7, 13, 10)
+        );
+        let on_proxies = (l.proxies.mean * l.proxies.nodes as f64).round() as u64;
+        assert!(
+            on_proxies <= a.events[1].active_before && on_proxies + 5 >= a.events[1].active_before,
+            "{l:?}"
+        );
+        assert!(l.proxies.max as f64 >= l.proxies.mean && l.directors.max > 0);
         assert!(a.events[1].broken_by_cause.proxy_lost > 0, "{:?}", a.events);
         let other_seed = run(&Scenario { seed: 2, ..s }, || {
             ScriptedStack::new(ScriptedConfig::default())
