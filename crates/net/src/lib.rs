@@ -8,7 +8,7 @@
 //!   [`Outbox`]).
 //! - [`queue`]: the event queue, ordered by (time, insertion sequence); events due at the same
 //!   instant are grouped, so many timers at few distinct deadlines cost little.
-//! - [`drop`]: [`DropReason`] and per-node, per-reason counters.
+//! - [`drop`](mod@drop): [`DropReason`] and per-node, per-reason counters.
 //! - [`trace`]: which packets go to the pcap tap ([`TraceFilter`]).
 //! - [`network`]: the [`Network`]: nodes, point-to-point links and shared segments (latency,
 //!   MTU, up/down), address ownership, delivery, accounting ([`Accounting`]), tracing.
