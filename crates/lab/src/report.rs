@@ -56,6 +56,9 @@ pub struct EventReport {
     pub broken_by_cause: Causes,
     /// Connections held per node of each tier just before the event.
     pub load_before: Load,
+    /// Packets dropped (by the network or by nodes) from this event until the next one (or
+    /// the end of the run), per reason.
+    pub dropped_by_reason: BTreeMap<String, u64>,
 }
 
 /// Load of one tier: connections per live node.
@@ -330,6 +333,8 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
     let hold = secs(s.ecmp.hold_time_s) - Instant::ZERO;
     let mut withdrawals: Vec<(Instant, u32)> = Vec::new();
     let mut applied = Vec::new();
+    // Drop counters just before each event, then at the end.
+    let mut drops_at: Vec<BTreeMap<String, u64>> = Vec::new();
     for i in order {
         let e = &s.events[i];
         let at = secs(e.at_s);
@@ -337,6 +342,7 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         lab.net.run_until(at);
         let active = client::<S>(&mut lab).client.open() as u64;
         let load = Load::of(&lab.load());
+        drops_at.push(drop_counts(&lab));
         lab.apply(&e.action)?;
         if let Action::DirectorFailed { target } = &e.action {
             withdrawals.push((at + hold, target.0.index));
@@ -346,6 +352,7 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
     let end = secs(s.duration_s);
     run_withdrawals(&mut lab, &mut withdrawals, end)?;
     lab.net.run_until(end);
+    drops_at.push(drop_counts(&lab));
     let proxies: Vec<NodeId> = lab.nodes.proxies.clone();
     let c = client::<S>(&mut lab);
     let open_at_end = c.client.open() as u64;
@@ -366,8 +373,15 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
     let events = applied
         .iter()
         .zip(&blamed)
-        .map(|((at, action, active, load), recs)| {
-            event_report(*at, action, *active, load.clone(), recs, &proxies)
+        .zip(drops_at.windows(2))
+        .map(|(((at, action, active, load), recs), w)| {
+            let mut e = event_report(*at, action, *active, load.clone(), recs, &proxies);
+            e.dropped_by_reason = w[1]
+                .iter()
+                .map(|(k, &n)| (k.clone(), n - w[0].get(k).copied().unwrap_or(0)))
+                .filter(|&(_, n)| n > 0)
+                .collect();
+            e
         })
         .collect();
     let mut conns = Connections {
@@ -390,15 +404,7 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         })?;
     }
     let acct = lab.net.accounting();
-    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
-    for (_, reason, n) in lab
-        .net
-        .network_drops()
-        .iter()
-        .chain(lab.net.node_drops().iter())
-    {
-        *by_reason.entry(reason.name().to_owned()).or_default() += n;
-    }
+    let by_reason = drops_at.last().cloned().unwrap_or_default();
     Ok(RunReport {
         scenario: s.name.clone(),
         seed: s.seed,
@@ -475,7 +481,22 @@ fn event_report(
         broken,
         broken_by_cause: causes,
         load_before,
+        dropped_by_reason: BTreeMap::new(),
     }
+}
+
+/// Drops so far (network and nodes), per reason name.
+fn drop_counts(lab: &Lab) -> BTreeMap<String, u64> {
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, reason, n) in lab
+        .net
+        .network_drops()
+        .iter()
+        .chain(lab.net.node_drops().iter())
+    {
+        *by_reason.entry(reason.name().to_owned()).or_default() += n;
+    }
+    by_reason
 }
 
 #[cfg(test)]
@@ -547,6 +568,26 @@ mod tests {
             "{l:?}"
         );
         assert!(l.proxies.max as f64 >= l.proxies.mean && l.directors.max > 0);
+        // Per-event drops add up to at most the run's, and a dead proxy's packets are
+        // dropped as node_down after its failure.
+        for (k, &n) in &a.packets.dropped_by_reason {
+            let per_event: u64 = a
+                .events
+                .iter()
+                .filter_map(|e| e.dropped_by_reason.get(k))
+                .sum();
+            assert!(per_event <= n, "{k}");
+        }
+        assert!(
+            a.events[1]
+                .dropped_by_reason
+                .get("node_down")
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "{:?}",
+            a.events[1]
+        );
         assert!(a.events[1].broken_by_cause.proxy_lost > 0, "{:?}", a.events);
         let other_seed = run(&Scenario { seed: 2, ..s }, || {
             ScriptedStack::new(ScriptedConfig::default())
