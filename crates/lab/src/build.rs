@@ -1023,6 +1023,13 @@ mod tests {
     use tierlab_l7::{ScriptedConfig, ScriptedStack};
     use tierlab_wire::Instant;
 
+    /// The lab of `s` with scripted endpoints, its clients started.
+    fn started(s: &Scenario) -> Lab {
+        let mut lab = Lab::build(s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
+        lab.start();
+        lab
+    }
+
     fn small() -> Scenario {
         let mut s = Scenario::default();
         // IPv4 only: the proxies' tunnels have one (IPv4) outer address today.
@@ -1038,14 +1045,9 @@ mod tests {
     #[test]
     fn connections_cross_every_tier_and_complete() {
         let s = small();
-        let mut lab = Lab::build(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
-        lab.start();
+        let mut lab = started(&s);
         lab.net.run_until(Instant::from_secs(60));
-        let clients = lab
-            .net
-            .node_mut::<ClientNode<ScriptedStack>>(lab.nodes.clients)
-            .unwrap();
-        let records = clients.client.take_records();
+        let records = outcomes(&mut lab);
         assert_eq!(records.len(), 12, "{records:?}");
         for r in &records {
             assert_eq!(r.outcome, Outcome::Completed, "{r:?}");
@@ -1088,14 +1090,9 @@ mod tests {
         s.workload.max_connections = Some(12);
         s.workload.object_bytes = 30_000;
         s.workload.stop_probability = 0.0;
-        let mut lab = Lab::build(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
-        lab.start();
+        let mut lab = started(&s);
         lab.net.run_until(Instant::from_secs(60));
-        let clients = lab
-            .net
-            .node_mut::<ClientNode<ScriptedStack>>(lab.nodes.clients)
-            .unwrap();
-        let records = clients.client.take_records();
+        let records = outcomes(&mut lab);
         assert_eq!(records.len(), 12, "{records:?}");
         for r in &records {
             assert!(r.src.is_ipv6() && r.vip.is_ipv6(), "{r:?}");
@@ -1129,8 +1126,7 @@ mod tests {
     fn ecmp_reorder_with_mh_breaks_nothing() {
         let mut s = slow();
         s.topology.vips.retain(|v| v.scheduler == SchedulerKind::Mh);
-        let mut lab = Lab::build(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
-        lab.start();
+        let mut lab = started(&s);
         lab.net.run_until(Instant::from_secs(3));
         lab.apply(&Action::EcmpReordered {}).unwrap();
         lab.net.run_until(Instant::from_secs(120));
@@ -1173,8 +1169,7 @@ mod tests {
     fn proxy_added_then_ecmp_change_resets_some_connections() {
         let mut s = slow();
         s.topology.vips.retain(|v| v.scheduler == SchedulerKind::Mh);
-        let mut lab = Lab::build(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
-        lab.start();
+        let mut lab = started(&s);
         lab.net.run_until(Instant::from_secs(2));
         let add = Action::ProxyAdded {
             target: crate::scenario::NodeNameField("proxy14".parse().unwrap()),
@@ -1208,8 +1203,7 @@ mod tests {
     #[test]
     fn proxy_failure_breaks_only_its_connections() {
         let s = slow();
-        let mut lab = Lab::build(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
-        lab.start();
+        let mut lab = started(&s);
         lab.net.run_until(Instant::from_secs(3));
         let victim = lab.nodes.proxies[0];
         let held = lab
