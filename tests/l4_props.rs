@@ -1,12 +1,17 @@
 //! Properties of the schedulers and the director (published in docs/l4.md):
-//! - removing one of N destinations moves at most a small extra share beyond its own slots
-//!   (measured bounds: `mh` ≤ 3 %, paper Maglev ≤ 1 % of the table for N = 2…32);
+//! - removing one of N destinations moves only a small extra share beyond its own slots:
+//!   typically (median ≤ 1.5 %, 99th percentile ≤ 3 % for `mh`) and in every case without a
+//!   shared skip (`mh` ≤ 8 %, paper Maglev ≤ 2 % of the table for N = 2…32; the tail is heavy
+//!   at small N, see docs/l4.md);
 //! - balance for N = 13 and 100;
 //! - `sh` moves far more;
 //! - same inputs → same table (pinned fingerprints guard every platform);
 //! - the director never panics on arbitrary bytes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[path = "common/props.rs"]
+mod props;
 
 use proptest::prelude::*;
 use tierlab_l4::analysis::{changed, fingerprint, table};
@@ -50,7 +55,7 @@ fn distinct_addrs(n: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = V
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+    #![proptest_config(props::config(128))]
 
     #[test]
     fn mh_removal_moves_little_beyond_the_removed_share(addrs in distinct_addrs(2..=32), k in any::<prop::sample::Index>()) {
@@ -58,7 +63,7 @@ proptest! {
         prop_assume!(distinct_skips(SchedulerKind::Mh, 4093, &d), "a shared skip: see shared_skip_shadowing");
         let (moved, own) = removal(SchedulerKind::Mh, 4093, &d, k.index(d.len()));
         prop_assert!(moved >= own);
-        prop_assert!(moved - own <= 0.03, "extra {:.4}", moved - own);
+        prop_assert!(moved - own <= 0.08, "extra {:.4}", moved - own);
     }
 
     #[test]
@@ -66,7 +71,7 @@ proptest! {
         let d = dest_set(&addrs);
         prop_assume!(distinct_skips(SchedulerKind::Maglev, 65_537, &d));
         let (moved, own) = removal(SchedulerKind::Maglev, 65_537, &d, k.index(d.len()));
-        prop_assert!(moved - own <= 0.01, "extra {:.4}", moved - own);
+        prop_assert!(moved - own <= 0.02, "extra {:.4}", moved - own);
     }
 
     #[test]
@@ -172,6 +177,47 @@ fn shared_skip_shadowing() {
             .1,
     );
     assert_eq!(skip_a, skip_b);
+}
+
+/// The tail of the extra share is heavy at small N: this set of three (no shared skip) moves
+/// 4.98 % beyond the removed destination's own third. It stays within the per-case bound.
+#[test]
+fn small_sets_have_a_heavy_tail() {
+    let d = dest_set(&[164_651_197, 164_651_198, 1_353_029_664]);
+    assert!(distinct_skips(SchedulerKind::Mh, 4093, &d));
+    let (moved, own) = removal(SchedulerKind::Mh, 4093, &d, 0);
+    let extra = moved - own;
+    assert!(extra > 0.045 && extra <= 0.08, "extra {extra:.4}");
+}
+
+/// The distribution of the extra share over 300 random destination sets (no shared skip)
+/// for the lab's sizes: median and 99th percentile, as docs/l4.md states them.
+#[test]
+fn mh_extra_share_distribution() {
+    use rand::Rng;
+    let mut rng = tierlab_wire::rng::seeded(4093);
+    for n in [3usize, 7, 13] {
+        let mut extras = Vec::new();
+        while extras.len() < 300 {
+            let addrs: Vec<u32> = (0..n).map(|_| rng.random()).collect();
+            let d = dest_set(&addrs);
+            if !distinct_skips(SchedulerKind::Mh, 4093, &d) || {
+                let mut a = addrs.clone();
+                a.sort_unstable();
+                a.dedup();
+                a.len() != n
+            } {
+                continue;
+            }
+            let (moved, own) = removal(SchedulerKind::Mh, 4093, &d, rng.random_range(0..n));
+            extras.push(moved - own);
+        }
+        extras.sort_by(f64::total_cmp);
+        let median = extras[150];
+        let p99 = extras[296];
+        assert!(median <= 0.015, "N={n} median extra {median:.4}");
+        assert!(p99 <= 0.03, "N={n} p99 extra {p99:.4}");
+    }
 }
 
 #[test]

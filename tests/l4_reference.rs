@@ -8,6 +8,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use core::hash::Hasher;
+#[path = "common/props.rs"]
+mod props;
+
 use proptest::prelude::*;
 use tierlab_l4::{SchedFlags, SchedulerKind, Service, ServiceConfig};
 use tierlab_wire::{FlowKey, IpProto};
@@ -396,7 +399,7 @@ fn same_table(svc: &Service, k: &KList, kt: &[usize]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #![proptest_config(props::config(64))]
 
     #[test]
     fn mh_matches_the_kernel_transcription(

@@ -8,6 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::props;
 use proptest::prelude::*;
 use tierlab::l7::client::Outcome;
 use tierlab::l7::{
@@ -64,7 +65,7 @@ fn run<S: TcpStack>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(12))]
 
     #[test]
     fn scripted_and_smoltcp_agree(

@@ -3,6 +3,9 @@
 //! kind (checksums are fixed up after mutation half of the time, so the mutations reach the
 //! TCP state machines instead of stopping at the checksum).
 
+#[path = "common/props.rs"]
+mod props;
+
 use proptest::prelude::*;
 use tierlab::l7::Testbed;
 use tierlab::l7::{ClientConfig, ScriptedConfig, ScriptedStack, SmolConfig, SmolStack, TcpStack};
@@ -69,7 +72,7 @@ fn feed<S: TcpStack>(make: impl FnMut() -> S, packets: &[Vec<u8>]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(64))]
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {

@@ -4,6 +4,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+#[path = "common/props.rs"]
+mod props;
+
 use proptest::prelude::*;
 use tierlab::ipip::{EncapParams, TunnelEndpoint, encapsulate, ipvs};
 use tierlab::wire::frag::{Reassembler, Reassembly, fragment_v4, fragment_v6};
@@ -149,7 +152,7 @@ fn feed_every_parser(bytes: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(2000))]
 
     #[test]
     fn no_parser_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -168,7 +171,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+    #![proptest_config(props::config(600))]
 
     #[test]
     fn no_parser_panics_on_mutated_packets(

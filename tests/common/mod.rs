@@ -1,3 +1,4 @@
 //! Helpers shared by the integration tests (each test file includes this with `mod common;`).
 
+pub(crate) mod props;
 pub(crate) mod tcpdump;

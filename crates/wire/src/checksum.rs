@@ -131,6 +131,8 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        // A fixed seed: a test run is a function of the code (see tests/common/props.rs).
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(0x7469_6572_6c61_6201), ..ProptestConfig::default() })]
         /// Differential test against pnet_packet's implementation.
         #[test]
         fn matches_pnet(data in proptest::collection::vec(any::<u8>(), 0..3000), field in 0usize..40,
@@ -170,6 +172,8 @@ mod tests {
     }
 
     proptest! {
+        // A fixed seed: a test run is a function of the code (see tests/common/props.rs).
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(0x7469_6572_6c61_6201), ..ProptestConfig::default() })]
         #[test]
         fn ipv4_header_fast_path_matches(h in proptest::collection::vec(any::<u8>(), 20..=60)) {
             let h = &h[..h.len() & !3];
