@@ -5,10 +5,11 @@
 //! kind to tcpdump, which must decode every packet cleanly.
 
 mod common;
+#[path = "common/props.rs"]
+mod props;
 
 use std::net::SocketAddr;
 
-use common::props;
 use proptest::prelude::*;
 use tierlab::l7::client::Outcome;
 use tierlab::l7::{
