@@ -160,7 +160,7 @@ impl Keepalived {
                         Probe::Failed => false,
                         Probe::NoAnswer => {
                             r.waiting = true;
-                            r.next = r.next + cfg.connect_timeout;
+                            r.next += cfg.connect_timeout;
                             continue;
                         }
                     }
