@@ -7,7 +7,7 @@ use serde::Serialize;
 use tierlab_l7::{ScriptedConfig, ScriptedStack, SmolConfig, SmolStack};
 use tierlab_lab::report::{RunReport, Trace, percent, run_traced};
 use tierlab_lab::scenario::{EndpointKind, Scenario};
-use tierlab_lab::suite::suite;
+use tierlab_lab::suite::{SuiteRun, suite};
 
 use super::CliError;
 
@@ -101,13 +101,14 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
     }
     let progress = std::io::stderr().is_terminal();
     let mut runs = Vec::new();
-    for r in suite(&base, 10.0) {
+    let plan = suite(&base, 10.0);
+    for r in &plan {
         if progress {
             eprint!("\rrunning {:<32}", r.name);
         }
         let report = one(&r.scenario)
             .map_err(|e| CliError::BadInput(format!("suite run {}: {e}", r.name)))?;
-        runs.push((r.expects, report));
+        runs.push((r, report));
     }
     if progress {
         eprint!("\r{:<40}\r", "");
@@ -163,12 +164,12 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_suite(runs: &[(&str, RunReport)]) {
+fn print_suite(runs: &[(&SuiteRun, RunReport)]) {
     println!(
-        "{:<30} {:>6} {:>6} {:>8}  {:<14}  what the lab's README expects",
-        "disruption", "active", "broken", "broken %", "main cause"
+        "{:<30} {:>6} {:>6} {:>8}  {:<14} {:>8}  what the lab's README expects",
+        "disruption", "active", "broken", "broken %", "main cause", "settled"
     );
-    for (expects, r) in runs {
+    for (run, r) in runs {
         let active = r.events.last().map_or(0, |e| e.active_before);
         let broken: u64 = r.events.iter().map(|e| e.broken).sum();
         let cause = r
@@ -178,19 +179,32 @@ fn print_suite(runs: &[(&str, RunReport)]) {
             .map(|e| e.broken_by_cause.main())
             .find(|c| *c != "-")
             .unwrap_or("-");
+        // The control plane's last decision after the last event: how long the lab took to
+        // settle ("-" when it acted at once or not at all).
+        let settled = r
+            .events
+            .last()
+            .and_then(|e| e.control.last().map(|c| c.at_s - e.at_s))
+            .filter(|s| *s > 0.0)
+            .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
         println!(
-            "{:<30} {:>6} {:>6} {:>7.1}%  {:<14}  {expects}",
+            "{:<30} {:>6} {:>6} {:>7.1}%  {:<14} {:>8}  {}",
             r.scenario,
             active,
             broken,
             percent(broken, active),
-            cause
+            cause,
+            settled,
+            run.expects
         );
+        if let Some(k) = run.kernel {
+            println!("{:<30} kernel rules and timers: {k}", "");
+        }
     }
     if let Some((_, r)) = runs.first() {
         println!(
-            "\nseed {}, {:?} endpoints; broken = connections open before the disruption that ended unsuccessfully within {} s after it.",
-            r.seed, r.endpoint, 10
+            "\nseed {}, {:?} endpoints; broken = connections open before the disruption that ended unsuccessfully within the run's window after it (10 s; longer for runs that wait on health checks or DNS); settled = when the control plane made its last change after the disruption.",
+            r.seed, r.endpoint
         );
     }
 }

@@ -121,10 +121,18 @@ struct Conn {
     epoch: u32,
 }
 
+/// Picks the destination of each new connection in place of a uniformly random VIP (e.g. a
+/// name resolved through a DNS cache).
+pub trait Destinations: core::fmt::Debug {
+    /// The destination of a connection opened at `now`, or `None` to open nothing now.
+    fn pick(&mut self, now: Instant, rng: &mut dyn rand::RngCore) -> Option<SocketAddr>;
+}
+
 /// The client host over a TCP stack `S`.
 #[derive(Debug)]
 pub struct ClientHost<S: TcpStack> {
     cfg: ClientConfig,
+    destinations: Option<Box<dyn Destinations>>,
     stack: S,
     conns: HashMap<ConnId, Conn, FixedState>,
     timers: BinaryHeap<Reverse<(Instant, ConnId, u32)>>,
@@ -145,6 +153,7 @@ impl<S: TcpStack> ClientHost<S> {
         }
         Self {
             cfg,
+            destinations: None,
             stack,
             conns: HashMap::default(),
             timers: BinaryHeap::new(),
@@ -158,6 +167,11 @@ impl<S: TcpStack> ClientHost<S> {
     /// The configuration.
     pub fn config(&self) -> &ClientConfig {
         &self.cfg
+    }
+
+    /// New connections go where `d` says instead of to a random VIP of the configuration.
+    pub fn set_destinations(&mut self, d: Box<dyn Destinations>) {
+        self.destinations = Some(d);
     }
 
     /// The TCP stack.
@@ -203,7 +217,10 @@ impl<S: TcpStack> ClientHost<S> {
     /// # Errors
     /// No free port was found in 64 draws, or the stack refused.
     pub fn open_one(&mut self, now: Instant, rng: &mut impl Rng) -> Result<ConnId, StackError> {
-        let vip = self.cfg.vips[rng.random_range(0..self.cfg.vips.len())];
+        let vip = match &mut self.destinations {
+            Some(d) => d.pick(now, rng).ok_or(StackError::NoDestination)?,
+            None => self.cfg.vips[rng.random_range(0..self.cfg.vips.len())],
+        };
         let fam: Vec<IpAddr> = self
             .cfg
             .sources

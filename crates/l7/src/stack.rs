@@ -130,6 +130,9 @@ pub enum StackError {
     /// The embedded stack (smoltcp) refused an operation.
     #[error("smoltcp: {0}")]
     Smoltcp(&'static str),
+    /// The client's destination chooser (e.g. its resolver) gave no address.
+    #[error("no destination to connect to")]
+    NoDestination,
 }
 
 /// One host's TCP, whichever the implementation (scripted or smoltcp).

@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
+use rand::Rng as _;
 use thiserror::Error;
 use tierlab_ecmp::{
     Algorithm, HashConfig, HashFields, HashSeed, NextHop, NextHopGroup, NextHopId, Policy, Prefix,
@@ -124,9 +125,13 @@ pub struct Lab {
     make_proxy: Factory,
     make_backend: Factory,
     /// Access to the nodes whose type depends on the stack kind.
-    ops: Box<dyn StackOps>,
-    /// Proxies in the directors' services, in the order they were added.
-    in_service: Vec<u32>,
+    pub(crate) ops: Box<dyn StackOps>,
+    /// Proxies in the directors' configuration (keepalived's), in the order they were added.
+    pub(crate) in_service: Vec<u32>,
+    /// The control plane (`control.enabled`).
+    pub(crate) control: Option<crate::control::ControlPlane>,
+    /// Without the control plane: failed directors the routers drop at their hold time.
+    pub(crate) pending_withdrawals: Vec<(Instant, u32)>,
     /// Directors announcing the VIPs to the routers.
     announcing: Vec<u32>,
     /// Each router's hash seed.
@@ -337,6 +342,17 @@ fn proxy_factory<S: TcpStack + 'static>(
         cfg.mtu = t.mtu;
         cfg.balance = balance;
         cfg.send_proxy = s.proxy.send_proxy;
+        let h = &s.control.haproxy;
+        let inter = Duration::from_nanos((h.inter_s * 1e9).round() as u64);
+        cfg.check = tierlab_l7::CheckConfig {
+            enabled: true,
+            inter,
+            rise: h.rise,
+            fall: h.fall,
+        };
+        cfg.agent_inter = inter;
+        // HAProxy spreads its first checks over the interval; proxies are not synchronised.
+        cfg.check_phase = Duration::from_nanos(seeds.random_range(0..inter.as_nanos().max(1)));
         cfg.servers = (1..=servers)
             .map(|b| ServerConfig {
                 addr: SocketAddr::new(backend_addr(&s, b).into(), t.backend_port),
@@ -436,6 +452,8 @@ impl Lab {
             in_service: (1..=t.proxies).collect(),
             announcing: (1..=t.directors).collect(),
             router_seeds: BTreeMap::new(),
+            control: None,
+            pending_withdrawals: Vec::new(),
         };
         lab.edge = lab.net.add_segment(link);
         lab.core = lab.net.add_segment(link);
@@ -451,6 +469,14 @@ impl Lab {
         }
         for b in 1..=t.backends {
             lab.add_backend_node(b)?;
+        }
+        if s.control.enabled {
+            let directors: Vec<u32> = (1..=t.directors).collect();
+            lab.control = Some(crate::control::ControlPlane::new(
+                s,
+                &directors,
+                &lab.in_service,
+            ));
         }
         lab.build_edge(link, &stack)?;
         Ok(lab)
@@ -529,7 +555,7 @@ impl Lab {
         Ok(())
     }
 
-    fn add_director_node(&mut self, i: u32) -> Result<(), LabError> {
+    pub(crate) fn add_director_node(&mut self, i: u32) -> Result<(), LabError> {
         let node = make_director(&self.scenario, i, &self.in_service)?;
         let id = self.net.add_node(format!("director{i}"), Box::new(node));
         self.net
@@ -539,7 +565,7 @@ impl Lab {
         Ok(())
     }
 
-    fn add_proxy_node(&mut self, i: u32) -> Result<(), LabError> {
+    pub(crate) fn add_proxy_node(&mut self, i: u32) -> Result<(), LabError> {
         let node = (self.make_proxy)(i, &mut self.seeds)?;
         let id = self.net.add_node(format!("proxy{i}"), node);
         self.net
@@ -622,7 +648,16 @@ impl Lab {
             read_timeout: Duration::from_nanos((w.read_timeout_s * 1e9) as u64),
             max_connections: w.max_connections,
         };
-        let client = ClientHost::new(client_cfg, (stack.borrow_mut())());
+        let mut client = ClientHost::new(client_cfg, (stack.borrow_mut())());
+        if let (Some(cp), false) = (&self.control, w.names.is_empty()) {
+            client.set_destinations(Box::new(crate::control::DnsDestinations {
+                dns: cp.dns.clone(),
+                names: w.names.clone(),
+                resolver: tierlab_control::Resolver::new(),
+                ports: t.vips.iter().map(|v| (v.addr, v.port)).collect(),
+                v6: w.ipv6_share > 0.0,
+            }));
+        }
         let clients = self.net.add_node(
             "clients",
             Box::new(ClientNode::new(client, IfaceId(0), rng::stream(s.seed, 2))),
@@ -697,7 +732,7 @@ impl Lab {
         self.net.schedule_timer(self.nodes.clients, now, u64::MAX);
     }
 
-    fn id(&self, name: NodeName) -> Result<NodeId, LabError> {
+    pub(crate) fn id(&self, name: NodeName) -> Result<NodeId, LabError> {
         self.node_id(name).ok_or(LabError::NoSuchNode(name))
     }
 
@@ -730,29 +765,85 @@ impl Lab {
         Ok(())
     }
 
-    /// Edits every director's service for proxy `i`: add it, delete it, or set its weight.
-    fn each_director_dest(&mut self, i: u32, op: DestOp) -> Result<(), LabError> {
-        for &d in &self.nodes.directors {
-            let node = self
-                .net
-                .node_mut::<DirectorNode>(d)
-                .expect("directors are DirectorNodes");
-            let services: Vec<_> = node
-                .director
-                .services()
-                .map(|(sid, svc)| (sid, svc.config().vip, svc.config().port))
-                .collect();
-            for (sid, vip, port) in services {
-                let dest = core_for(3, i, vip.is_ipv4());
-                let r = match op {
-                    DestOp::Add => node.director.add_dest(sid, dest, port, 1).map(drop),
-                    DestOp::Delete => node.director.del_dest(sid, dest, port).map(drop),
-                    DestOp::Weight(w) => node.director.edit_dest(sid, dest, port, w).map(drop),
-                };
-                r.map_err(|e| cfg_err(format!("proxy{i} on a director"), e))?;
+    /// Edits every director's services for proxy `i`: add it, delete it, or set its weight.
+    fn each_director_dest(&mut self, i: u32, op: DestEdit) -> Result<(), LabError> {
+        for d in 1..=self.nodes.directors.len() as u32 {
+            self.director_dest(d, i, op)?;
+        }
+        Ok(())
+    }
+
+    /// Edits director `d`'s services for proxy `p` (adding what is there or deleting what is
+    /// not does nothing: keepalived and an operator may both have acted).
+    pub(crate) fn director_dest(&mut self, d: u32, p: u32, op: DestEdit) -> Result<(), LabError> {
+        let name = NodeName {
+            kind: NodeKind::Director,
+            index: d,
+        };
+        let Some(id) = self.node_id(name) else {
+            return Ok(());
+        };
+        let node = self
+            .net
+            .node_mut::<DirectorNode>(id)
+            .expect("directors are DirectorNodes");
+        let services: Vec<_> = node
+            .director
+            .services()
+            .map(|(sid, svc)| (sid, svc.config().vip, svc.config().port))
+            .collect();
+        for (sid, vip, port) in services {
+            let dest = core_for(3, p, vip.is_ipv4());
+            let r = match op {
+                DestEdit::Add => node.director.add_dest(sid, dest, port, 1).map(drop),
+                DestEdit::Delete => node.director.del_dest(sid, dest, port).map(drop),
+                DestEdit::Weight(w) => node.director.edit_dest(sid, dest, port, w).map(drop),
+            };
+            match r {
+                Ok(())
+                | Err(
+                    tierlab_l4::L4Error::DestExists { .. } | tierlab_l4::L4Error::NoSuchDest { .. },
+                ) => {}
+                Err(e) => return Err(cfg_err(format!("proxy{p} on director{d}"), e)),
             }
         }
         Ok(())
+    }
+
+    /// Sets the routers' groups for the VIPs of one family to `directors`, in that order
+    /// (an empty list removes the routes: the VIPs' packets then follow the default route).
+    pub(crate) fn set_vip_directors(
+        &mut self,
+        v4: bool,
+        directors: &[u32],
+    ) -> Result<(), LabError> {
+        if v4 {
+            self.announcing = directors.to_vec();
+        }
+        let vips: Vec<IpAddr> = self
+            .scenario
+            .topology
+            .vips
+            .iter()
+            .map(|v| v.addr)
+            .filter(|a| a.is_ipv4() == v4)
+            .collect();
+        let routers = self.nodes.routers.clone();
+        let algo = self.algo;
+        self.each_router(&routers, |fwd, now| {
+            for &v in &vips {
+                let hops: Vec<Hop> = directors
+                    .iter()
+                    .map(|&d| Hop {
+                        iface: IfaceId(1),
+                        addr: Some(core_for(2, d, v4)),
+                    })
+                    .collect();
+                fwd.set_members(host_prefix(v), &hops, algo, now)
+                    .map_err(|e| cfg_err(format!("routes to {v}"), e))?;
+            }
+            Ok(())
+        })
     }
 
     /// Routers stop sending VIP traffic to director `i` (its announcement is withdrawn, or its
@@ -831,6 +922,9 @@ impl Lab {
     /// [`LabError::Unsupported`] for actions not wired yet; [`LabError::NoSuchNode`];
     /// [`LabError::Config`] when a tier refuses the change.
     pub fn apply(&mut self, action: &Action) -> Result<(), LabError> {
+        if self.apply_controlled(action)? {
+            return Ok(());
+        }
         match action {
             Action::EcmpReordered {} => {
                 let routers = self.nodes.routers.clone();
@@ -917,21 +1011,57 @@ impl Lab {
             }
             Action::DirectorFailed { target } => {
                 let id = self.id(target.0)?;
+                let hold = self.scenario.control.bgp.hold_v4_s;
+                let at = self.net.now() + Duration::from_nanos((hold * 1e9).round() as u64);
+                self.pending_withdrawals.push((at, target.0.index));
                 self.set_up(id, false)
             }
             Action::ProxyAdded { target } => {
                 self.add_proxy_node(target.0.index)?;
                 self.in_service.push(target.0.index);
-                self.each_director_dest(target.0.index, DestOp::Add)
+                self.each_director_dest(target.0.index, DestEdit::Add)
             }
             Action::ProxyRemoved { target } => {
                 self.id(target.0)?;
                 self.in_service.retain(|&p| p != target.0.index);
-                self.each_director_dest(target.0.index, DestOp::Delete)
+                self.each_director_dest(target.0.index, DestEdit::Delete)
             }
             Action::ProxyDrained { target } => {
                 self.id(target.0)?;
-                self.each_director_dest(target.0.index, DestOp::Weight(0))
+                self.each_director_dest(target.0.index, DestEdit::Weight(0))
+            }
+            Action::DirectorDisabled { target } => {
+                self.id(target.0)?;
+                self.withdraw_director(target.0.index)
+            }
+            Action::DirectorEnabled { target } => {
+                self.id(target.0)?;
+                if self.announcing.contains(&target.0.index) {
+                    Ok(())
+                } else {
+                    self.announce_director(target.0.index)
+                }
+            }
+            Action::ProxyMaintenance { target, state } => {
+                // Every director's check fails at once: keepalived's default deletes it.
+                let id = self.id(target.0)?;
+                let up = *state == crate::scenario::AgentState::Up;
+                self.ops.proxy_set_agent(&mut self.net, id, up);
+                let op = match (up, self.scenario.control.keepalived.inhibit_on_failure) {
+                    (true, false) => DestEdit::Add,
+                    (true, true) => DestEdit::Weight(1),
+                    (false, false) => DestEdit::Delete,
+                    (false, true) => DestEdit::Weight(0),
+                };
+                self.each_director_dest(target.0.index, op)
+            }
+            Action::BackendAgent { target, reply } => {
+                let id = self.id(target.0)?;
+                self.ops.backend_agent(&mut self.net, id, reply);
+                Ok(())
+            }
+            other @ (Action::ProxyCheckFailed { .. } | Action::DnsAdmin { .. }) => {
+                Err(LabError::Unsupported(other.name()))
             }
             Action::ProxyFailed { target } | Action::BackendLost { target } => {
                 let id = self.id(target.0)?;
@@ -957,7 +1087,7 @@ impl Lab {
         }
     }
 
-    fn set_up(&mut self, id: NodeId, up: bool) -> Result<(), LabError> {
+    pub(crate) fn set_up(&mut self, id: NodeId, up: bool) -> Result<(), LabError> {
         self.net
             .set_node_up(id, up)
             .map_err(|e| cfg_err(format!("{id}"), e))
@@ -966,7 +1096,7 @@ impl Lab {
 
 /// What the lab does to the nodes whose type depends on the stack kind (known only when the
 /// lab is built).
-trait StackOps {
+pub(crate) trait StackOps {
     /// A proxy node's routes.
     fn proxy_routes<'a>(&self, net: &'a mut Network, id: NodeId) -> Option<&'a mut HostRoutes>;
     /// Marks a proxy's server up or down.
@@ -977,6 +1107,10 @@ trait StackOps {
     fn proxy_sessions(&self, net: &Network, id: NodeId) -> usize;
     /// Connections a backend holds.
     fn backend_connections(&self, net: &Network, id: NodeId) -> usize;
+    /// What a proxy's `monitor-uri` answers now (true: 200).
+    fn proxy_monitor_ok(&self, net: &Network, id: NodeId) -> bool;
+    /// Writes a proxy's local agent file (`up` or not).
+    fn proxy_set_agent(&self, net: &mut Network, id: NodeId, up: bool);
 }
 
 struct Ops<S>(std::marker::PhantomData<S>);
@@ -1007,15 +1141,20 @@ impl<S: TcpStack + 'static> StackOps for Ops<S> {
         net.node::<BackendNode<S>>(id)
             .map_or(0, |n| n.server.open())
     }
+
+    fn proxy_monitor_ok(&self, net: &Network, id: NodeId) -> bool {
+        net.node::<ProxyNode<S>>(id)
+            .is_some_and(|n| n.proxy.monitor_ok())
+    }
+
+    fn proxy_set_agent(&self, net: &mut Network, id: NodeId, up: bool) {
+        if let Some(n) = net.node_mut::<ProxyNode<S>>(id) {
+            n.proxy.set_agent_up(up);
+        }
+    }
 }
 
-/// An edit of a director's destination.
-#[derive(Clone, Copy, Debug)]
-enum DestOp {
-    Add,
-    Delete,
-    Weight(u32),
-}
+use crate::control::DestEdit;
 #[cfg(test)]
 mod tests {
     use super::*;

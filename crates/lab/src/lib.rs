@@ -15,6 +15,7 @@
 //! - [`suite`]: the default suite — each disruption of the seed README on a warmed lab.
 
 pub mod build;
+pub mod control;
 pub mod load;
 pub mod names;
 pub mod nodes;

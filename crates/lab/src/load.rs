@@ -213,12 +213,7 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             "ecmp.hash_fields only applies with policy 3",
         );
     }
-    if !(s.ecmp.hold_time_s.is_finite() && s.ecmp.hold_time_s >= 0.0) {
-        return err(
-            &[Key("ecmp"), Key("hold_time_s")],
-            "hold_time_s must be a number of seconds, 0 or more",
-        );
-    }
+    validate_control(s)?;
     if s.ecmp.resilient_buckets == 0 {
         return err(
             &[Key("ecmp"), Key("resilient_buckets")],
@@ -264,6 +259,112 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
     validate_timeline(s)
 }
 
+/// Whether every word of an agent reply is one HAProxy knows (HAProxy ignores unknown words;
+/// in a scenario file they are typos).
+fn agent_reply_ok(reply: &str) -> bool {
+    let words = reply
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .count();
+    words > 0 && tierlab_l7::http::parse_agent(reply).len() == words
+}
+
+/// Timers are positive numbers of seconds; counts are at least 1; names the workload resolves
+/// exist.
+fn validate_control(s: &Scenario) -> Result<(), Invalid> {
+    use Seg::{Index, Key};
+    let c = &s.control;
+    let secs: [(&str, &str, f64); 13] = [
+        ("bgp", "hold_v4_s", c.bgp.hold_v4_s),
+        ("bgp", "keepalive_v4_s", c.bgp.keepalive_v4_s),
+        ("bgp", "hold_v6_s", c.bgp.hold_v6_s),
+        ("bgp", "keepalive_v6_s", c.bgp.keepalive_v6_s),
+        ("healthcheck", "interval_s", c.healthcheck.interval_s),
+        (
+            "healthcheck",
+            "fast_interval_s",
+            c.healthcheck.fast_interval_s,
+        ),
+        ("keepalived", "delay_loop_s", c.keepalived.delay_loop_s),
+        (
+            "keepalived",
+            "connect_timeout_s",
+            c.keepalived.connect_timeout_s,
+        ),
+        (
+            "keepalived",
+            "delay_before_retry_s",
+            c.keepalived.delay_before_retry_s,
+        ),
+        ("haproxy", "inter_s", c.haproxy.inter_s),
+        ("dns", "ttl_s", c.dns.ttl_s),
+        ("dns", "interval_s", c.dns.interval_s),
+        (
+            "bgp",
+            "propagation_ms",
+            c.bgp.propagation_ms / 1000.0 + 1e-9,
+        ),
+    ];
+    for (section, key, v) in secs {
+        if !(v.is_finite() && v > 0.0) {
+            return err(
+                &[Key("control"), Key(section), Key(key)],
+                format!("control.{section}.{key} = {v}: must be a positive number"),
+            );
+        }
+    }
+    for (section, key, v) in [
+        (
+            "bgp",
+            "keepalive_v4_s",
+            c.bgp.keepalive_v4_s > c.bgp.hold_v4_s,
+        ),
+        (
+            "bgp",
+            "keepalive_v6_s",
+            c.bgp.keepalive_v6_s > c.bgp.hold_v6_s,
+        ),
+    ] {
+        if v {
+            return err(
+                &[Key("control"), Key(section), Key(key)],
+                format!("control.{section}.{key} is longer than the hold time"),
+            );
+        }
+    }
+    for (section, key, v) in [
+        ("healthcheck", "rise", c.healthcheck.rise),
+        ("healthcheck", "fall", c.healthcheck.fall),
+        ("dns", "down_thresh", c.dns.down_thresh),
+        ("dns", "ok_thresh", c.dns.ok_thresh),
+        ("dns", "up_thresh", c.dns.up_thresh),
+        ("haproxy", "rise", u32::from(c.haproxy.rise)),
+        ("haproxy", "fall", u32::from(c.haproxy.fall)),
+    ] {
+        if v == 0 {
+            return err(
+                &[Key("control"), Key(section), Key(key)],
+                format!("control.{section}.{key} must be at least 1"),
+            );
+        }
+    }
+    for (i, name) in s.workload.names.iter().enumerate() {
+        if !c.dns.names.iter().any(|n| &n.name == name) {
+            return err(
+                &[Key("workload"), Key("names"), Index(i)],
+                format!("name {name:?} is not served by control.dns.names"),
+            );
+        }
+        if !c.enabled {
+            return err(
+                &[Key("workload"), Key("names"), Index(i)],
+                "names need the control plane (control.enabled = true) to resolve",
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Replays the timeline on the set of existing nodes: a target must exist when it is removed,
 /// failed or drained, and must not exist when it is added.
 fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
@@ -301,11 +402,15 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
                 Action::RouterAdded { .. } | Action::RouterLost { .. } => NodeKind::Router,
                 Action::DirectorAdded { .. }
                 | Action::DirectorRemoved { .. }
-                | Action::DirectorFailed { .. } => NodeKind::Director,
+                | Action::DirectorFailed { .. }
+                | Action::DirectorDisabled { .. }
+                | Action::DirectorEnabled { .. } => NodeKind::Director,
                 Action::ProxyAdded { .. }
                 | Action::ProxyRemoved { .. }
                 | Action::ProxyFailed { .. }
-                | Action::ProxyDrained { .. } => NodeKind::Proxy,
+                | Action::ProxyDrained { .. }
+                | Action::ProxyMaintenance { .. }
+                | Action::ProxyCheckFailed { .. } => NodeKind::Proxy,
                 _ => NodeKind::Backend,
             };
             let here = [Key("events"), Index(i), Key("target")];
@@ -372,6 +477,46 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
                 return err(
                     &[Key("events"), Index(i), Key("policy")],
                     format!("policy {policy}: fib_multipath_hash_policy is 0, 1, 2 or 3"),
+                );
+            }
+            Action::ProxyCheckFailed {
+                director,
+                duration_s,
+                ..
+            } => {
+                if director.0.kind != NodeKind::Director {
+                    return err(
+                        &[Key("events"), Index(i), Key("director")],
+                        format!("director must name a director, not {}", director.0),
+                    );
+                }
+                if !alive.contains(&director.0) {
+                    return err(
+                        &[Key("events"), Index(i), Key("director")],
+                        format!("{} does not exist at {} s", director.0, e.at_s),
+                    );
+                }
+                if !(duration_s.is_finite() && *duration_s > 0.0) {
+                    return err(
+                        &[Key("events"), Index(i), Key("duration_s")],
+                        "duration_s must be a positive number of seconds",
+                    );
+                }
+            }
+            Action::BackendAgent { reply, .. } if !agent_reply_ok(reply) => {
+                return err(
+                    &[Key("events"), Index(i), Key("reply")],
+                    format!(
+                        "agent reply {reply:?}: expected up, down, drain, maint, ready or a weight NN%"
+                    ),
+                );
+            }
+            Action::DnsAdmin { vip, .. }
+                if !s.control.dns.names.iter().any(|n| n.addrs.contains(vip)) =>
+            {
+                return err(
+                    &[Key("events"), Index(i), Key("vip")],
+                    format!("dns_admin names {vip}, which no name in control.dns.names serves"),
                 );
             }
             Action::SchedulerChanged { vip, .. } | Action::TableSizeChanged { vip, .. }

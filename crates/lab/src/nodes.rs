@@ -113,6 +113,55 @@ impl Forwarding {
         Ok(true)
     }
 
+    /// Makes `hops` the members of the route to `prefix`, in that order (a next hop that
+    /// stays keeps its id, so a resilient group keeps its buckets); no hops removes the route.
+    ///
+    /// # Errors
+    /// The group refuses the members.
+    pub fn set_members(
+        &mut self,
+        prefix: Prefix,
+        hops: &[Hop],
+        algorithm: Algorithm,
+        now: Instant,
+    ) -> Result<(), tierlab_ecmp::EcmpError> {
+        let current = self.routes.get(&prefix).cloned().unwrap_or_default();
+        let mut ids = Vec::with_capacity(hops.len());
+        let mut next = self.hops.keys().map(|k| k.0 + 1).max().unwrap_or(0);
+        for hop in hops {
+            let existing = current
+                .iter()
+                .copied()
+                .find(|id| self.hops.get(id) == Some(hop) && !ids.contains(id));
+            let id = existing.unwrap_or_else(|| {
+                let id = NextHopId(next);
+                next += 1;
+                id
+            });
+            self.hops.insert(id, *hop);
+            ids.push(id);
+        }
+        if ids == current {
+            return Ok(());
+        }
+        if ids.is_empty() {
+            // The route is gone; its entry stays, empty, so it can come back.
+            let _ = self.router.remove_route(&prefix);
+            self.routes.insert(prefix, ids);
+            return Ok(());
+        }
+        let members: Vec<NextHop> = ids.iter().map(|&id| NextHop { id, weight: 1 }).collect();
+        if current.is_empty() {
+            self.router
+                .add_route(prefix, NextHopGroup::new(algorithm, members, now)?);
+        } else {
+            self.router
+                .update_route(&prefix, &GroupUpdate::Replace(members), now)?;
+        }
+        self.routes.insert(prefix, ids);
+        Ok(())
+    }
+
     /// The same routes on a new router (another seed or hash policy), members in their
     /// current order.
     ///
@@ -124,7 +173,7 @@ impl Forwarding {
         algorithm: Algorithm,
         now: Instant,
     ) -> Result<(), tierlab_ecmp::EcmpError> {
-        for (prefix, members) in &self.routes {
+        for (prefix, members) in self.routes.iter().filter(|(_, m)| !m.is_empty()) {
             let hops = members
                 .iter()
                 .map(|&id| NextHop { id, weight: 1 })

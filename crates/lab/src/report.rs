@@ -19,6 +19,7 @@ use tierlab_net::{NodeId, TraceFilter};
 use tierlab_wire::Instant;
 
 use crate::build::{Lab, LabError};
+use crate::control::ControlRecord;
 use crate::nodes::ClientNode;
 use crate::scenario::{Action, EndpointKind, Scenario};
 
@@ -59,6 +60,14 @@ pub struct EventReport {
     /// Packets dropped (by the network or by nodes) from this event until the next one (or
     /// the end of the run), per reason.
     pub dropped_by_reason: BTreeMap<String, u64>,
+    /// What the control plane decided from this event until the next one (or the end).
+    pub control: Vec<ControlRecord>,
+    /// Distinct sets of lookup tables among the live directors just before the event (1:
+    /// they all agree).
+    pub director_views_before: usize,
+    /// The same at the next event (or the end of the run): above 1, directors disagree and
+    /// a flow that changes director may change proxy.
+    pub director_views_after: usize,
 }
 
 /// Load of one tier: connections per live node.
@@ -329,30 +338,32 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
             .total_cmp(&s.events[b].at_s)
             .then(a.cmp(&b))
     });
-    // A failed director is withdrawn by the routers when their BGP hold timer expires.
-    let hold = secs(s.ecmp.hold_time_s) - Instant::ZERO;
-    let mut withdrawals: Vec<(Instant, u32)> = Vec::new();
     let mut applied = Vec::new();
-    // Drop counters just before each event, then at the end.
+    // Drop counters, control-log lengths and director views just before each event, then at
+    // the end.
     let mut drops_at: Vec<BTreeMap<String, u64>> = Vec::new();
+    let mut log_at: Vec<usize> = Vec::new();
+    let mut views_at: Vec<usize> = Vec::new();
     for i in order {
         let e = &s.events[i];
         let at = secs(e.at_s);
-        run_withdrawals(&mut lab, &mut withdrawals, at)?;
-        lab.net.run_until(at);
+        lab.advance(at)?;
         let active = client::<S>(&mut lab).client.open() as u64;
         let load = Load::of(&lab.load());
         drops_at.push(drop_counts(&lab));
+        log_at.push(lab.control_log().len());
+        views_at.push(lab.distinct_director_views());
         lab.apply(&e.action)?;
-        if let Action::DirectorFailed { target } = &e.action {
-            withdrawals.push((at + hold, target.0.index));
-        }
         applied.push((at, e.action.clone(), active, load));
     }
     let end = secs(s.duration_s);
-    run_withdrawals(&mut lab, &mut withdrawals, end)?;
-    lab.net.run_until(end);
+    lab.advance(end)?;
     drops_at.push(drop_counts(&lab));
+    // The log from each event's own decisions on (logged as it was applied) to the next.
+    let mut log_from: Vec<usize> = log_at.clone();
+    log_from.push(lab.control_log().len());
+    views_at.push(lab.distinct_director_views());
+    let control_log = lab.control_log().to_vec();
     let proxies: Vec<NodeId> = lab.nodes.proxies.clone();
     let c = client::<S>(&mut lab);
     let open_at_end = c.client.open() as u64;
@@ -374,13 +385,17 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         .iter()
         .zip(&blamed)
         .zip(drops_at.windows(2))
-        .map(|(((at, action, active, load), recs), w)| {
+        .enumerate()
+        .map(|(i, (((at, action, active, load), recs), w))| {
             let mut e = event_report(*at, action, *active, load.clone(), recs, &proxies);
             e.dropped_by_reason = w[1]
                 .iter()
                 .map(|(k, &n)| (k.clone(), n - w[0].get(k).copied().unwrap_or(0)))
                 .filter(|&(_, n)| n > 0)
                 .collect();
+            e.control = control_log[log_from[i]..log_from[i + 1]].to_vec();
+            e.director_views_before = views_at[i];
+            e.director_views_after = views_at[i + 1];
             e
         })
         .collect();
@@ -419,21 +434,6 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
             in_flight: acct.in_flight,
         },
     })
-}
-
-/// Runs the lab up to each pending withdrawal due by `until` and applies it.
-fn run_withdrawals(
-    lab: &mut Lab,
-    pending: &mut Vec<(Instant, u32)>,
-    until: Instant,
-) -> Result<(), LabError> {
-    pending.sort();
-    while let Some(&(at, d)) = pending.first().filter(|(at, _)| *at <= until) {
-        pending.remove(0);
-        lab.net.run_until(at);
-        lab.withdraw_director(d)?;
-    }
-    Ok(())
 }
 
 fn client<S: TcpStack + 'static>(lab: &mut Lab) -> &mut ClientNode<S> {
@@ -482,6 +482,9 @@ fn event_report(
         broken_by_cause: causes,
         load_before,
         dropped_by_reason: BTreeMap::new(),
+        control: Vec::new(),
+        director_views_before: 0,
+        director_views_after: 0,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Scenario {
     pub proxy: Proxy,
     /// What the clients do.
     pub workload: Workload,
+    /// BGP, health checks and DNS, with their timers.
+    pub control: Control,
     /// The disruptions, in any order (they are applied in time order, ties in file order).
     pub events: Vec<Event>,
 }
@@ -49,6 +51,7 @@ impl Default for Scenario {
             director: Director::default(),
             proxy: Proxy::default(),
             workload: Workload::default(),
+            control: Control::default(),
             events: Vec::new(),
         }
     }
@@ -207,9 +210,6 @@ pub struct Ecmp {
     pub algorithm: EcmpAlgorithm,
     /// Buckets of a resilient group.
     pub resilient_buckets: u32,
-    /// BGP hold time: a director that dies without withdrawing keeps receiving traffic from
-    /// the routers this long (the lab: 6 s for IPv4 sessions).
-    pub hold_time_s: f64,
 }
 
 impl Default for Ecmp {
@@ -220,7 +220,6 @@ impl Default for Ecmp {
             seed: None,
             algorithm: EcmpAlgorithm::HashThreshold,
             resilient_buckets: 128,
-            hold_time_s: 6.0,
         }
     }
 }
@@ -315,6 +314,9 @@ pub struct Workload {
     pub max_connections: Option<u64>,
     /// Which address families clients use, as a share of IPv6 connections (0 to 1).
     pub ipv6_share: f64,
+    /// Names the clients resolve (through `control.dns`) instead of picking a VIP; empty:
+    /// a VIP at random, as the lab's client does.
+    pub names: Vec<String>,
 }
 
 impl Default for Workload {
@@ -329,6 +331,227 @@ impl Default for Workload {
             read_timeout_s: 2.0,
             max_connections: None,
             ipv6_share: 0.5,
+            names: Vec::new(),
+        }
+    }
+}
+
+/// The control plane (crate `tierlab-control`): BGP, ExaBGP's healthcheck, keepalived, the
+/// proxies' checks of the backends and gdnsd. Defaults: the lab's values.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Control {
+    /// Run the control plane. Off: disruptions act at once on every tier (an operator editing
+    /// every node at the same instant), and a failed director leaves the routers after
+    /// `bgp.hold_v4_s`.
+    pub enabled: bool,
+    /// BGP sessions between directors, route reflectors and routers.
+    pub bgp: Bgp,
+    /// ExaBGP's healthcheck on each director.
+    pub healthcheck: Healthcheck,
+    /// keepalived on each director.
+    pub keepalived: Keepalived,
+    /// HAProxy's checks of the backends on each proxy.
+    pub haproxy: HaproxyChecks,
+    /// gdnsd.
+    pub dns: Dns,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bgp: Bgp::default(),
+            healthcheck: Healthcheck::default(),
+            keepalived: Keepalived::default(),
+            haproxy: HaproxyChecks::default(),
+            dns: Dns::default(),
+        }
+    }
+}
+
+/// BGP timers.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bgp {
+    /// Hold time of the IPv4 sessions (the lab: 6 s).
+    pub hold_v4_s: f64,
+    /// Keepalive interval of the IPv4 sessions (hold / 3: 2 s).
+    pub keepalive_v4_s: f64,
+    /// Hold time of the IPv6 sessions (the lab's IPv6 peer group: 3 s).
+    pub hold_v6_s: f64,
+    /// Keepalive interval of the IPv6 sessions (the lab: 1 s).
+    pub keepalive_v6_s: f64,
+    /// Delay of one BGP hop (director → reflector, reflector → routers), in milliseconds.
+    pub propagation_ms: f64,
+}
+
+impl Default for Bgp {
+    fn default() -> Self {
+        Self {
+            hold_v4_s: 6.0,
+            keepalive_v4_s: 2.0,
+            hold_v6_s: 3.0,
+            keepalive_v6_s: 1.0,
+            propagation_ms: 10.0,
+        }
+    }
+}
+
+/// ExaBGP `healthcheck` options.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Healthcheck {
+    /// `--interval` (the lab: 10 s).
+    pub interval_s: f64,
+    /// `--fast-interval` while rising or falling (1 s).
+    pub fast_interval_s: f64,
+    /// `--rise` (3).
+    pub rise: u32,
+    /// `--fall` (3).
+    pub fall: u32,
+    /// `--up-metric` (100).
+    pub up_med: u32,
+    /// `--down-metric` (1000).
+    pub down_med: u32,
+    /// `--disabled-metric` (500).
+    pub disabled_med: u32,
+    /// `--withdraw-on-down` (the lab: off: the MED is raised instead).
+    pub withdraw_on_down: bool,
+}
+
+impl Default for Healthcheck {
+    fn default() -> Self {
+        Self {
+            interval_s: 10.0,
+            fast_interval_s: 1.0,
+            rise: 3,
+            fall: 3,
+            up_med: 100,
+            down_med: 1000,
+            disabled_med: 500,
+            withdraw_on_down: false,
+        }
+    }
+}
+
+/// keepalived options of the directors' virtual servers.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Keepalived {
+    /// `delay_loop` (the lab: 10 s).
+    pub delay_loop_s: f64,
+    /// `connect_timeout` (the lab: 2 s).
+    pub connect_timeout_s: f64,
+    /// `retry` (1).
+    pub retry: u32,
+    /// `delay_before_retry` (1 s).
+    pub delay_before_retry_s: f64,
+    /// `inhibit_on_failure`: weight 0 instead of removal (the lab: off).
+    pub inhibit_on_failure: bool,
+    /// `quorum` (1).
+    pub quorum: u32,
+}
+
+impl Default for Keepalived {
+    fn default() -> Self {
+        Self {
+            delay_loop_s: 10.0,
+            connect_timeout_s: 2.0,
+            retry: 1,
+            delay_before_retry_s: 1.0,
+            inhibit_on_failure: false,
+            quorum: 1,
+        }
+    }
+}
+
+/// HAProxy's checks of the backends (`check inter 2s rise 2 fall 3`, `agent-check`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaproxyChecks {
+    /// `inter` (HAProxy default 2 s); also the agent's interval and the check's timeout.
+    pub inter_s: f64,
+    /// `rise` (2).
+    pub rise: u8,
+    /// `fall` (3).
+    pub fall: u8,
+}
+
+impl Default for HaproxyChecks {
+    fn default() -> Self {
+        Self {
+            inter_s: 2.0,
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// gdnsd `multifo` and its HTTP checks.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dns {
+    /// TTL of the answers (the lab: 60 s).
+    pub ttl_s: f64,
+    /// Check interval (the lab: 5 s).
+    pub interval_s: f64,
+    /// Failed checks that take an address down (the lab: 5).
+    pub down_thresh: u32,
+    /// Successes that clear an up address's failures (gdnsd: 10).
+    pub ok_thresh: u32,
+    /// Successes in a row that bring an address back (gdnsd: 20).
+    pub up_thresh: u32,
+    /// The names (the lab: www and www1 → VIPs .1/.2, www2 → VIPs .3/.4, both families).
+    pub names: Vec<DnsName>,
+}
+
+/// One name served by gdnsd.
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsName {
+    /// The name.
+    pub name: String,
+    /// Its addresses (VIPs).
+    pub addrs: Vec<IpAddr>,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        let vips = |a: u8, b: u8| -> Vec<IpAddr> {
+            let mut v = Vec::new();
+            for i in [a, b] {
+                v.push(IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)));
+            }
+            for i in [a, b] {
+                v.push(IpAddr::V6(Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0xc633,
+                    0x6400 + u16::from(i),
+                )));
+            }
+            v
+        };
+        let name = |n: &str, addrs| DnsName {
+            name: n.to_owned(),
+            addrs,
+        };
+        Self {
+            ttl_s: 60.0,
+            interval_s: 5.0,
+            down_thresh: 5,
+            ok_thresh: 10,
+            up_thresh: 20,
+            names: vec![
+                name("www", vips(1, 2)),
+                name("www1", vips(1, 2)),
+                name("www2", vips(3, 4)),
+            ],
         }
     }
 }
@@ -441,6 +664,51 @@ pub enum Action {
         /// The backend.
         target: NodeNameField,
     },
+    /// The director's maintenance file (`/etc/lb/disable`) is created: its healthcheck
+    /// announces the disabled MED at its next iteration and the routers stop using it while
+    /// others announce a better one.
+    DirectorDisabled {
+        /// The director.
+        target: NodeNameField,
+    },
+    /// The director's maintenance file is removed.
+    DirectorEnabled {
+        /// The director.
+        target: NodeNameField,
+    },
+    /// The proxy's local agent file says `state` (`down`, `drain` or `maint` make its
+    /// `monitor-uri` fail, so the directors' checks remove it; `up` restores it).
+    ProxyMaintenance {
+        /// The proxy.
+        target: NodeNameField,
+        /// What the agent file says.
+        state: AgentState,
+    },
+    /// The proxy fails one director's health checks (a path problem between the two) for a
+    /// while; every other director still sees it healthy.
+    ProxyCheckFailed {
+        /// The proxy.
+        target: NodeNameField,
+        /// The director whose checks fail.
+        director: NodeNameField,
+        /// For how long, in seconds.
+        duration_s: f64,
+    },
+    /// A backend's agent answers `reply` (`up`, `down`, `drain`, `maint`, `ready` or a weight
+    /// `NN%`); proxies act on it at their next agent check.
+    BackendAgent {
+        /// The backend.
+        target: NodeNameField,
+        /// The agent's answer.
+        reply: String,
+    },
+    /// gdnsd's admin state file forces a VIP down or up, or gives it back to its check.
+    DnsAdmin {
+        /// The VIP.
+        vip: IpAddr,
+        /// The forced state.
+        state: DnsAdminState,
+    },
     /// A VIP's scheduler changes on every director.
     SchedulerChanged {
         /// The VIP.
@@ -455,6 +723,32 @@ pub enum Action {
         /// The new size.
         table_size: u32,
     },
+}
+
+/// What a proxy's local agent file says.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    /// In service.
+    Up,
+    /// Down.
+    Down,
+    /// Drain.
+    Drain,
+    /// Maintenance.
+    Maint,
+}
+
+/// A state forced by gdnsd's admin state file.
+#[derive(Clone, Copy, Debug, Deserialize, Eq, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsAdminState {
+    /// Forced up.
+    Up,
+    /// Forced down.
+    Down,
+    /// Back to the check's verdict.
+    Auto,
 }
 
 /// A node name as written in a scenario file (parsed and checked at load time).
@@ -494,6 +788,12 @@ impl Action {
             Self::BackendAdded { .. } => "backend_added",
             Self::BackendLost { .. } => "backend_lost",
             Self::BackendDrained { .. } => "backend_drained",
+            Self::DirectorDisabled { .. } => "director_disabled",
+            Self::DirectorEnabled { .. } => "director_enabled",
+            Self::ProxyMaintenance { .. } => "proxy_maintenance",
+            Self::ProxyCheckFailed { .. } => "proxy_check_failed",
+            Self::BackendAgent { .. } => "backend_agent",
+            Self::DnsAdmin { .. } => "dns_admin",
             Self::SchedulerChanged { .. } => "scheduler_changed",
             Self::TableSizeChanged { .. } => "table_size_changed",
         }
@@ -513,7 +813,12 @@ impl Action {
             | Self::ProxyFailed { target }
             | Self::ProxyDrained { target }
             | Self::BackendLost { target }
-            | Self::BackendDrained { target } => Some((target.0, true)),
+            | Self::BackendDrained { target }
+            | Self::DirectorDisabled { target }
+            | Self::DirectorEnabled { target }
+            | Self::ProxyMaintenance { target, .. }
+            | Self::ProxyCheckFailed { target, .. }
+            | Self::BackendAgent { target, .. } => Some((target.0, true)),
             _ => None,
         }
     }

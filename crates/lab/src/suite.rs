@@ -2,21 +2,35 @@
 //! lab, with what the README expects of it.
 
 use crate::names::{NodeKind, NodeName};
-use crate::scenario::{Action, Event, NodeNameField, Scenario};
+use crate::scenario::{Action, AgentState, DnsAdminState, Event, NodeNameField, Scenario};
 
 /// One run of the suite.
 #[derive(Clone, Debug)]
 pub struct SuiteRun {
     /// The run's name (stable: scripts use it).
     pub name: &'static str,
-    /// What the lab's README says happens.
+    /// What the lab's README expects.
     pub expects: &'static str,
+    /// What the kernel's rules (and the daemons' timers) produce, where the README says
+    /// something else or less (docs/results.md explains each, citing the sources).
+    pub kernel: Option<&'static str>,
     /// The scenario.
     pub scenario: Scenario,
 }
 
 /// A run's name, what the README expects, and its timeline.
 type Plan = (&'static str, &'static str, Vec<(f64, Action)>);
+
+/// A control-plane run: name, README expectation, kernel-rule expectation, timeline, how long
+/// to run after the last event, and a change to the scenario.
+type ControlPlan = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(f64, Action)>,
+    f64,
+    fn(&mut Scenario),
+);
 
 fn target(kind: NodeKind, index: u32) -> NodeNameField {
     NodeNameField(NodeName { kind, index })
@@ -110,7 +124,8 @@ pub fn suite(base: &Scenario, warm_s: f64) -> Vec<SuiteRun> {
             )],
         ),
     ];
-    runs.into_iter()
+    let mut out: Vec<SuiteRun> = runs
+        .into_iter()
         .map(|(name, expects, events)| {
             let mut s = base.clone();
             s.name = name.to_owned();
@@ -122,6 +137,142 @@ pub fn suite(base: &Scenario, warm_s: f64) -> Vec<SuiteRun> {
             SuiteRun {
                 name,
                 expects,
+                kernel: None,
+                scenario: s,
+            }
+        })
+        .collect();
+    if base.control.enabled {
+        out.extend(control_runs(&base, at));
+    }
+    out
+}
+
+fn nothing(_: &mut Scenario) {}
+
+fn inhibit(s: &mut Scenario) {
+    s.control.keepalived.inhibit_on_failure = true;
+}
+
+fn names(s: &mut Scenario) {
+    s.workload.names = vec!["www1".to_owned(), "www2".to_owned()];
+}
+
+/// The runs that need the control plane (issue: BGP, health checks, maintenance, DNS).
+fn control_runs(base: &Scenario, at: f64) -> Vec<SuiteRun> {
+    let t = &base.topology;
+    let (d, p) = (t.directors, t.proxies);
+    let hc = base.control.healthcheck.interval_s;
+    let ka = base.control.keepalived.delay_loop_s;
+    let ttl = base.control.dns.ttl_s;
+    let dns_vip = base
+        .control
+        .dns
+        .names
+        .iter()
+        .find(|n| n.name == "www1")
+        .and_then(|n| n.addrs.first().copied());
+    let mut plans: Vec<ControlPlan> = vec![
+        (
+            "director_disabled",
+            "nothing breaks: the VIPs stop being advertised and traffic drains away",
+            "nothing breaks: at its next healthcheck (<= 10 s) the director announces MED 500 and the routers move its flows to directors with MED 100, which hold no entry for them but compute the same mh table",
+            vec![(
+                at,
+                Action::DirectorDisabled {
+                    target: target(NodeKind::Director, d),
+                },
+            )],
+            hc + base.window_s,
+            nothing,
+        ),
+        (
+            "director_died",
+            "(not in the README) a director lost without withdrawing",
+            "its flows are blackholed until the routers' hold timers expire (IPv6 <= 3 s, IPv4 <= 6 s): connections that read nothing for 2 s fail",
+            vec![(
+                at,
+                Action::DirectorFailed {
+                    target: target(NodeKind::Director, d),
+                },
+            )],
+            base.window_s,
+            nothing,
+        ),
+        (
+            "proxy_drained",
+            "the proxy is put in maintenance: its connections drain, nothing breaks",
+            "keepalived deletes the proxy when the monitor-uri fails; with expire_nodest_conn=0 IPVS then drops the packets of its established flows (ip_vs_core.c: destination not available): they break",
+            vec![(
+                at,
+                Action::ProxyMaintenance {
+                    target: target(NodeKind::Proxy, p),
+                    state: AgentState::Drain,
+                },
+            )],
+            ka + 3.0 + base.window_s,
+            nothing,
+        ),
+        (
+            "proxy_drained_inhibit",
+            "(variant) keepalived with inhibit_on_failure: weight 0 instead of deletion",
+            "nothing breaks: a weight-0 destination takes no new flow but its entries keep forwarding",
+            vec![(
+                at,
+                Action::ProxyMaintenance {
+                    target: target(NodeKind::Proxy, p),
+                    state: AgentState::Drain,
+                },
+            )],
+            ka + 3.0 + base.window_s,
+            inhibit,
+        ),
+        (
+            "proxy_check_flap",
+            "(not in the README) one director fails its checks of one proxy for 20 s",
+            "that director deletes the proxy (its flows there break: expire_nodest_conn=0) and adds it back at the head of its list: its mh table can then differ from the others' for good",
+            vec![(
+                at,
+                Action::ProxyCheckFailed {
+                    target: target(NodeKind::Proxy, p),
+                    director: target(NodeKind::Director, 1),
+                    duration_s: 20.0,
+                },
+            )],
+            20.0 + ka + base.window_s,
+            nothing,
+        ),
+    ];
+    if let Some(vip) = dns_vip {
+        plans.push((
+            "dns_vip_down",
+            "a VIP marked down in gdnsd stops receiving new connections once caches expire",
+            "nothing breaks; new connections leave the VIP within the TTL (60 s) of the clients' caches",
+            vec![(at, Action::DnsAdmin {
+                vip,
+                state: DnsAdminState::Down,
+            })],
+            ttl + base.window_s,
+            names,
+        ));
+    }
+    plans
+        .into_iter()
+        .map(|(name, expects, kernel, events, after, tweak)| {
+            let mut s = base.clone();
+            s.name = name.to_owned();
+            tweak(&mut s);
+            let last = events.iter().map(|(t, _)| *t).fold(0.0, f64::max);
+            s.duration_s = last + after;
+            s.window_s = after;
+            s.events = events
+                .into_iter()
+                .map(|(at_s, action)| Event { at_s, action })
+                .collect();
+            SuiteRun {
+                name,
+                expects,
+                kernel: Some(kernel),
                 scenario: s,
             }
         })
