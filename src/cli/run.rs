@@ -20,6 +20,10 @@ pub(crate) struct RunArgs {
     /// Run the default suite: each disruption of the seed README on a freshly warmed lab.
     #[arg(long)]
     pub(crate) suite: bool,
+    /// With --suite: run only the run of this name (e.g. `director_died`) and print its
+    /// full report, with the control plane's decisions.
+    #[arg(long, requires = "suite")]
+    pub(crate) only: Option<String>,
     /// Override the scenario's seed.
     #[arg(long)]
     pub(crate) seed: Option<u64>,
@@ -102,6 +106,30 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
     let progress = std::io::stderr().is_terminal();
     let mut runs = Vec::new();
     let plan = suite(&base, 10.0);
+    if let Some(only) = &args.only {
+        let names: Vec<&str> = plan.iter().map(|r| r.name).collect();
+        let Some(r) = plan.iter().find(|r| r.name == only) else {
+            return Err(CliError::BadInput(format!(
+                "no suite run named {only:?} (runs: {})",
+                names.join(", ")
+            )));
+        };
+        let report =
+            one(&r.scenario).map_err(|e| CliError::BadInput(format!("suite run {only}: {e}")))?;
+        if args.json {
+            return print_json(&report);
+        }
+        if args.csv {
+            print!("{}", report.csv());
+            return Ok(());
+        }
+        print_table(&report);
+        println!("the lab's README expects: {}", r.expects);
+        if let Some(k) = r.kernel {
+            println!("kernel rules and timers: {k}");
+        }
+        return Ok(());
+    }
     for r in &plan {
         if progress {
             eprint!("\rrunning {:<32}", r.name);
@@ -166,12 +194,13 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
 
 fn print_suite(runs: &[(&SuiteRun, RunReport)]) {
     println!(
-        "{:<30} {:>6} {:>6} {:>8}  {:<14} {:>8}  what the lab's README expects",
-        "disruption", "active", "broken", "broken %", "main cause", "settled"
+        "{:<30} {:>6} {:>6} {:>8} {:>6}  {:<14} {:>8}  what the lab's README expects",
+        "disruption", "active", "broken", "broken %", "later", "main cause", "settled"
     );
     for (run, r) in runs {
         let active = r.events.last().map_or(0, |e| e.active_before);
         let broken: u64 = r.events.iter().map(|e| e.broken).sum();
+        let later: u64 = r.events.iter().map(|e| e.broken_later).sum();
         let cause = r
             .events
             .iter()
@@ -188,11 +217,12 @@ fn print_suite(runs: &[(&SuiteRun, RunReport)]) {
             .filter(|s| *s > 0.0)
             .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
         println!(
-            "{:<30} {:>6} {:>6} {:>7.1}%  {:<14} {:>8}  {}",
+            "{:<30} {:>6} {:>6} {:>7.1}% {:>6}  {:<14} {:>8}  {}",
             r.scenario,
             active,
             broken,
             percent(broken, active),
+            later,
             cause,
             settled,
             run.expects
@@ -203,7 +233,7 @@ fn print_suite(runs: &[(&SuiteRun, RunReport)]) {
     }
     if let Some((_, r)) = runs.first() {
         println!(
-            "\nseed {}, {:?} endpoints; broken = connections open before the disruption that ended unsuccessfully within the run's window after it (10 s; longer for runs that wait on health checks or DNS); settled = when the control plane made its last change after the disruption.",
+            "\nseed {}, {:?} endpoints; broken = connections open before the disruption that ended unsuccessfully within the run's window after it (10 s; longer for runs that wait on health checks or DNS); later = connections opened after it that did the same; settled = when the control plane made its last change after the disruption.",
             r.seed, r.endpoint
         );
     }

@@ -189,6 +189,11 @@ impl<S: TcpStack> ClientHost<S> {
         self.conns.len()
     }
 
+    /// The connections open now: (source, destination, when opened), in no particular order.
+    pub fn open_connections(&self) -> impl Iterator<Item = (SocketAddr, SocketAddr, Instant)> + '_ {
+        self.conns.values().map(|c| (c.src, c.vip, c.started))
+    }
+
     /// Outcomes recorded so far (drained).
     pub fn take_records(&mut self) -> Vec<ConnRecord> {
         std::mem::take(&mut self.records)

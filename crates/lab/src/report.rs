@@ -55,6 +55,14 @@ pub struct EventReport {
     pub broken: u64,
     /// Why they broke.
     pub broken_by_cause: Causes,
+    /// Connections opened after the event (and before the next one) that ended
+    /// unsuccessfully within the window after the event: the cost of a transient for new
+    /// connections (e.g. SYNs blackholed until a hold timer expires).
+    pub broken_later: u64,
+    /// Why those broke.
+    pub broken_later_by_cause: Causes,
+    /// For an event that takes a VIP out of DNS: the new connections the VIP still got.
+    pub vip_after: Option<VipAfter>,
     /// Connections held per node of each tier just before the event.
     pub load_before: Load,
     /// Packets dropped (by the network or by nodes) from this event until the next one (or
@@ -68,6 +76,17 @@ pub struct EventReport {
     /// The same at the next event (or the end of the run): above 1, directors disagree and
     /// a flow that changes director may change proxy.
     pub director_views_after: usize,
+}
+
+/// New connections a VIP received after an event that took it out of DNS.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VipAfter {
+    /// The VIP.
+    pub vip: std::net::IpAddr,
+    /// Connections opened to it after the event.
+    pub new_connections: u64,
+    /// When the last of them was opened, in seconds from the start (`None`: none was).
+    pub last_opened_s: Option<f64>,
 }
 
 /// Load of one tier: connections per live node.
@@ -236,21 +255,40 @@ impl RunReport {
         );
         let _ = writeln!(
             out,
-            "{:>8}  {:<22} {:<11} {:>7} {:>7} {:>8}  main cause",
-            "at (s)", "event", "target", "active", "broken", "broken %"
+            "{:>8}  {:<22} {:<11} {:>7} {:>7} {:>8} {:>6}  main cause",
+            "at (s)", "event", "target", "active", "broken", "broken %", "later"
         );
         for e in &self.events {
             let _ = writeln!(
                 out,
-                "{:>8.1}  {:<22} {:<11} {:>7} {:>7} {:>7.1}%  {}",
+                "{:>8.1}  {:<22} {:<11} {:>7} {:>7} {:>7.1}% {:>6}  {}",
                 e.at_s,
                 e.action,
                 e.target.as_deref().unwrap_or("-"),
                 e.active_before,
                 e.broken,
                 percent(e.broken, e.active_before),
+                e.broken_later,
                 e.broken_by_cause.main()
             );
+            if let Some(v) = &e.vip_after {
+                let _ = writeln!(
+                    out,
+                    "{:>10}{} still got {} new connections, the last at {}",
+                    "",
+                    v.vip,
+                    v.new_connections,
+                    v.last_opened_s
+                        .map_or_else(|| "-".to_owned(), |t| format!("{t:.1} s"))
+                );
+            }
+            for c in &e.control {
+                let _ = writeln!(
+                    out,
+                    "{:>10}{:>8.3} s  {:<10} {}",
+                    "", c.at_s, c.node, c.what
+                );
+            }
         }
         let c = &self.connections;
         let _ = writeln!(
@@ -369,6 +407,11 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
     let open_at_end = c.client.open() as u64;
     let started = c.client.opened();
     let records = c.client.take_records();
+    let still_open: Vec<(std::net::SocketAddr, Instant)> = c
+        .client
+        .open_connections()
+        .map(|(_, vip, started)| (vip, started))
+        .collect();
     let window = secs(s.window_s) - Instant::ZERO;
     // Each unsuccessful connection counts against one event at most: the latest that came
     // while it was open and less than a window before it ended.
@@ -381,6 +424,18 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
             blamed[i].push(r);
         }
     }
+    // Connections opened after an event (the latest one before they opened) that ended
+    // unsuccessfully within its window.
+    let mut later: Vec<Vec<&ConnRecord>> = vec![Vec::new(); applied.len()];
+    for r in &records {
+        let after = applied
+            .iter()
+            .rposition(|(at, _, _, _)| r.started >= *at)
+            .filter(|&i| r.ended < applied[i].0 + window);
+        if let Some(i) = after {
+            later[i].push(r);
+        }
+    }
     let events = applied
         .iter()
         .zip(&blamed)
@@ -388,6 +443,27 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         .enumerate()
         .map(|(i, (((at, action, active, load), recs), w))| {
             let mut e = event_report(*at, action, *active, load.clone(), recs, &proxies);
+            let (n, causes) = classify(action, &later[i], &proxies);
+            e.broken_later = n;
+            e.broken_later_by_cause = causes;
+            if let Action::DnsAdmin {
+                vip,
+                state: crate::scenario::DnsAdminState::Down,
+            } = action
+            {
+                let opened: Vec<Instant> = records
+                    .iter()
+                    .map(|r| (r.vip, r.started))
+                    .chain(still_open.iter().copied())
+                    .filter(|(v, t)| v.ip() == *vip && *t >= *at)
+                    .map(|(_, t)| t)
+                    .collect();
+                e.vip_after = Some(VipAfter {
+                    vip: *vip,
+                    new_connections: opened.len() as u64,
+                    last_opened_s: opened.iter().max().map(|t| t.as_secs_f64()),
+                });
+            }
             e.dropped_by_reason = w[1]
                 .iter()
                 .map(|(k, &n)| (k.clone(), n - w[0].get(k).copied().unwrap_or(0)))
@@ -455,6 +531,27 @@ fn event_report(
     records: &[&ConnRecord],
     proxies: &[NodeId],
 ) -> EventReport {
+    let (broken, causes) = classify(action, records, proxies);
+    EventReport {
+        at_s: at.as_secs_f64(),
+        action: action.name().to_owned(),
+        target: action.target().map(|(n, _)| n.to_string()),
+        active_before: active,
+        broken,
+        broken_by_cause: causes,
+        broken_later: 0,
+        broken_later_by_cause: Causes::default(),
+        vip_after: None,
+        load_before,
+        dropped_by_reason: BTreeMap::new(),
+        control: Vec::new(),
+        director_views_before: 0,
+        director_views_after: 0,
+    }
+}
+
+/// How many of `records` ended unsuccessfully, and why (see the module's doc).
+fn classify(action: &Action, records: &[&ConnRecord], proxies: &[NodeId]) -> (u64, Causes) {
     let mut causes = Causes::default();
     let mut broken = 0;
     for r in records {
@@ -473,19 +570,7 @@ fn event_report(
         *cause += 1;
         broken += 1;
     }
-    EventReport {
-        at_s: at.as_secs_f64(),
-        action: action.name().to_owned(),
-        target: action.target().map(|(n, _)| n.to_string()),
-        active_before: active,
-        broken,
-        broken_by_cause: causes,
-        load_before,
-        dropped_by_reason: BTreeMap::new(),
-        control: Vec::new(),
-        director_views_before: 0,
-        director_views_after: 0,
-    }
+    (broken, causes)
 }
 
 /// Drops so far (network and nodes), per reason name.

@@ -229,12 +229,14 @@ fn control_runs(base: &Scenario, at: f64) -> Vec<SuiteRun> {
         ),
         (
             "proxy_check_flap",
-            "(not in the README) one director fails its checks of one proxy for 20 s",
+            "(not in the README) director1 fails its checks of proxy1 for 20 s",
             "that director deletes the proxy (its flows there break: expire_nodest_conn=0) and adds it back at the head of its list: its mh table can then differ from the others' for good",
             vec![(
                 at,
+                // proxy1: the oldest destination, at the tail of the kernel's list; added
+                // back, it goes to the head, and that director's tables stop matching.
                 Action::ProxyCheckFailed {
-                    target: target(NodeKind::Proxy, p),
+                    target: target(NodeKind::Proxy, 1),
                     director: target(NodeKind::Director, 1),
                     duration_s: 20.0,
                 },
@@ -298,5 +300,8 @@ pub fn print_run(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     print!("{}", report.summary());
     println!("the lab's README expects: {}", r.expects);
+    if let Some(k) = r.kernel {
+        println!("kernel rules and timers: {k}");
+    }
     Ok(())
 }
