@@ -8,7 +8,7 @@ use tierlab::lab::report::run;
 
 const SCENARIO: &str = r#"
 name = "endpoints_agree"
-duration_s = 40
+duration_s = 50
 window_s = 8
 
 [workload]
