@@ -22,9 +22,10 @@
 //!   segment (proxy *i* 2001:db8:1:0:1::*i*).
 //! - backends: `topology.backends_start` + *i* − 1, port `topology.backend_port`.
 //!
-//! ## Known gaps (documented in docs/architecture.md)
-//! - Control-plane timers are not modelled yet: disruptions act at once on the tiers' state,
-//!   except a director that fails, which routers keep using until `ecmp.hold_time_s`.
+//! ## Control plane
+//! With `control.enabled` (the default), BGP, ExaBGP's healthcheck, keepalived and gdnsd run
+//! in virtual time (crate::control) and disruptions act through them; without it they act at
+//! once on every tier. Known gaps: docs/architecture.md.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -914,9 +915,9 @@ impl Lab {
         Ok(())
     }
 
-    /// Applies a disruption now, directly to the tiers' state (the control plane's timers —
-    /// BGP hold times, health-check cadence — come with the control-plane issue; a failed
-    /// director is withdrawn after the hold time by [`crate::report::run`]).
+    /// Applies a disruption now: through the control plane when it runs (its effects then
+    /// come at the daemons' times, as [`Lab::advance`] runs them), else directly to every
+    /// tier's state (a failed director then leaves the routers after `bgp.hold_v4_s`).
     ///
     /// # Errors
     /// [`LabError::Unsupported`] for actions not wired yet; [`LabError::NoSuchNode`];
