@@ -231,3 +231,81 @@ fn without_the_control_plane_maintenance_acts_at_once() {
     let err = run(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap_err();
     assert!(err.to_string().contains("dns_admin"), "{err}");
 }
+
+/// A backend's agent says `drain`: each proxy acts on it at its next agent check (within
+/// `inter`), after which no new request reaches it; the connections it holds go on.
+#[test]
+fn a_backend_drained_by_its_agent_gets_no_new_requests_after_the_agent_checks() {
+    use tierlab::lab::build::Lab;
+    use tierlab::lab::nodes::BackendNode;
+    use tierlab::lab::scenario::{Action, NodeNameField};
+    use tierlab::wire::Instant;
+
+    let mut s = Scenario::default();
+    s.workload.clients = 60;
+    let mut lab = Lab::build(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
+    lab.start();
+    lab.advance(Instant::from_secs(5)).unwrap();
+    let b1 = lab.node_id("backend1".parse().unwrap()).unwrap();
+    let served = |lab: &mut Lab| {
+        lab.net
+            .node_mut::<BackendNode<ScriptedStack>>(b1)
+            .unwrap()
+            .server
+            .take_served()
+    };
+    assert!(!served(&mut lab).is_empty(), "backend1 serves before");
+    lab.apply(&Action::BackendAgent {
+        target: NodeNameField("backend1".parse().unwrap()),
+        reply: "drain".to_owned(),
+    })
+    .unwrap();
+    // Agent checks every 2 s (inter): by 5 + 2 s every proxy has heard "drain"; a request
+    // parsed later than that came from a connection the proxy opened before.
+    lab.advance(Instant::from_secs(20)).unwrap();
+    let late: Vec<_> = served(&mut lab)
+        .into_iter()
+        .filter(|r| r.at > Instant::from_secs(8))
+        .collect();
+    assert!(late.is_empty(), "{late:?}");
+    // Draining broke nothing.
+    let c = lab
+        .net
+        .node_mut::<tierlab::lab::nodes::ClientNode<ScriptedStack>>(lab.nodes.clients)
+        .unwrap();
+    assert!(c.client.take_records().iter().all(|r| matches!(
+        r.outcome,
+        tierlab::l7::client::Outcome::Completed | tierlab::l7::client::Outcome::Stopped
+    )),);
+}
+
+/// keepalived's quorum gates the director's announcement: with a quorum of every proxy, the
+/// director that loses one proxy's checks fails its healthcheck `fall` times (fast interval)
+/// and announces the down MED; the routers stop using it while the others announce MED 100.
+#[test]
+fn a_lost_quorum_raises_the_med_and_the_routers_leave_that_director() {
+    let r = run_named("proxy_check_flap", 40, |s| s.control.keepalived.quorum = 13);
+    let e = event(&r);
+    let deleted = e
+        .control
+        .iter()
+        .find(|c| c.what == "keepalived deleted proxy1")
+        .expect("director1 deleted proxy1")
+        .at_s;
+    let down = e
+        .control
+        .iter()
+        .find(|c| c.node == "director1" && c.what == "announces the VIPs with MED 1000")
+        .expect("director1 announced the down MED")
+        .at_s;
+    // The next healthcheck iteration (<= 10 s), then two more at the fast interval (1 s).
+    assert!(
+        down > deleted && down <= deleted + 10.0 + 2.0 + 1e-9,
+        "{deleted} {down}"
+    );
+    let ch = router_changes(e, "ipv4");
+    assert!(
+        ch[0].at_s > down && !ch[0].what.contains("director1 "),
+        "{ch:?}"
+    );
+}
