@@ -309,3 +309,61 @@ fn a_lost_quorum_raises_the_med_and_the_routers_leave_that_director() {
         "{ch:?}"
     );
 }
+
+/// `ipvsadm -E`: a VIP's scheduler or table size changes on every director; entries keep
+/// their connections, and the directors still agree (they all rebuilt the same table).
+#[test]
+fn scheduler_and_table_size_changes_keep_established_connections() {
+    use tierlab::lab::build::Lab;
+    use tierlab::lab::nodes::DirectorNode;
+    use tierlab::lab::scenario::{Action, SchedulerKind};
+    use tierlab::wire::Instant;
+
+    let mut s = Scenario::default();
+    s.workload.clients = 60;
+    let vip = s.topology.vips[0].addr;
+    let mut lab = Lab::build(&s, || ScriptedStack::new(ScriptedConfig::default())).unwrap();
+    lab.start();
+    lab.advance(Instant::from_secs(4)).unwrap();
+    lab.apply(&Action::SchedulerChanged {
+        vip,
+        scheduler: SchedulerKind::Sh,
+    })
+    .unwrap();
+    lab.advance(Instant::from_secs(6)).unwrap();
+    lab.apply(&Action::TableSizeChanged {
+        vip,
+        table_size: 1024,
+    })
+    .unwrap();
+    lab.advance(Instant::from_secs(12)).unwrap();
+    for &d in &lab.nodes.directors {
+        let n = lab.net.node::<DirectorNode>(d).unwrap();
+        let (_, svc) = n
+            .director
+            .services()
+            .find(|(_, svc)| svc.config().vip == vip)
+            .unwrap();
+        assert_eq!(svc.config().table_size, Some(1024));
+        assert_eq!(svc.table().len(), 1024);
+    }
+    assert_eq!(lab.distinct_director_views(), 1);
+    let c = lab
+        .net
+        .node_mut::<tierlab::lab::nodes::ClientNode<ScriptedStack>>(lab.nodes.clients)
+        .unwrap();
+    let recs = c.client.take_records();
+    assert!(recs.len() > 50);
+    assert!(recs.iter().all(|r| matches!(
+        r.outcome,
+        tierlab::l7::client::Outcome::Completed | tierlab::l7::client::Outcome::Stopped
+    )));
+    // A size the new scheduler cannot use is refused with the VIP named.
+    let err = lab
+        .apply(&Action::TableSizeChanged {
+            vip,
+            table_size: 4093,
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains(&vip.to_string()), "{err}");
+}

@@ -237,6 +237,19 @@ impl Director {
         self.services.get(id.0 as usize)
     }
 
+    /// Changes a service's scheduler and table size ([`Service::edit`]).
+    ///
+    /// # Errors
+    /// [`L4Error::UnknownServiceId`], and [`Service::edit`]'s.
+    pub fn edit_service(
+        &mut self,
+        id: ServiceId,
+        scheduler: crate::SchedulerKind,
+        table_size: Option<usize>,
+    ) -> Result<(), L4Error> {
+        self.svc_mut(id)?.edit(scheduler, table_size)
+    }
+
     /// Every service, by id.
     pub fn services(&self) -> impl Iterator<Item = (ServiceId, &Service)> {
         self.services

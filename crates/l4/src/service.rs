@@ -180,6 +180,34 @@ impl Service {
             .map(|i| DestId(i as u32))
     }
 
+    /// Changes the scheduler and its table size (`ipvsadm -E -s SCHED`, `ip_vs_edit_service`:
+    /// the old scheduler is unbound, the new one builds its table from the destination list
+    /// as it is). Connection entries are not touched. A table size the kernel fixes at build
+    /// time (`mh`, `sh`) is a what-if here.
+    ///
+    /// # Errors
+    /// [`L4Error::BadTableSize`]; [`L4Error::TooManyDests`] when the new table is smaller
+    /// than the destination list.
+    pub fn edit(
+        &mut self,
+        scheduler: SchedulerKind,
+        table_size: Option<usize>,
+    ) -> Result<(), L4Error> {
+        let sched = sched::build(scheduler, table_size, self.config.flags)?;
+        if scheduler != SchedulerKind::Sh && self.list.len() > sched.table_size() {
+            return Err(L4Error::TooManyDests {
+                scheduler: scheduler.name(),
+                size: sched.table_size(),
+                count: self.list.len(),
+            });
+        }
+        self.sched = sched;
+        self.config.scheduler = scheduler;
+        self.config.table_size = table_size;
+        self.rebuild();
+        Ok(())
+    }
+
     /// Adds a destination (`ipvsadm -a -r ADDR:PORT -w WEIGHT`): to the head of the list.
     ///
     /// # Errors

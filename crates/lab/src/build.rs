@@ -269,6 +269,15 @@ fn router_hash(
     ))
 }
 
+/// The scenario's scheduler as `tierlab-l4` names it.
+fn l4_kind(k: SchedulerKind) -> tierlab_l4::SchedulerKind {
+    match k {
+        SchedulerKind::Mh => tierlab_l4::SchedulerKind::Mh,
+        SchedulerKind::Sh => tierlab_l4::SchedulerKind::Sh,
+        SchedulerKind::Maglev => tierlab_l4::SchedulerKind::Maglev,
+    }
+}
+
 /// A director with one service per VIP and `proxies` as destinations, added in that order.
 fn make_director(s: &Scenario, i: u32, proxies: &[u32]) -> Result<DirectorNode, LabError> {
     let t = &s.topology;
@@ -289,11 +298,7 @@ fn make_director(s: &Scenario, i: u32, proxies: &[u32]) -> Result<DirectorNode, 
                 vip: v.addr,
                 port: v.port,
                 proto: IpProto::Tcp,
-                scheduler: match v.scheduler {
-                    SchedulerKind::Mh => tierlab_l4::SchedulerKind::Mh,
-                    SchedulerKind::Sh => tierlab_l4::SchedulerKind::Sh,
-                    SchedulerKind::Maglev => tierlab_l4::SchedulerKind::Maglev,
-                },
+                scheduler: l4_kind(v.scheduler),
                 table_size: v.table_size.map(|n| n as usize),
                 flags: SchedFlags {
                     port: v.port_flag,
@@ -1082,10 +1087,46 @@ impl Lab {
                 self.ops.backend_agent(&mut self.net, id, "drain");
                 Ok(())
             }
-            other @ (Action::SchedulerChanged { .. } | Action::TableSizeChanged { .. }) => {
-                Err(LabError::Unsupported(other.name()))
+            Action::SchedulerChanged { vip, scheduler } => {
+                let kind = l4_kind(*scheduler);
+                // Table sizes are each scheduler's own: the new one starts at its default.
+                self.each_service(*vip, |_| (kind, None))
+            }
+            Action::TableSizeChanged { vip, table_size } => {
+                let size = *table_size as usize;
+                self.each_service(*vip, |svc| (svc.config().scheduler, Some(size)))
             }
         }
+    }
+
+    /// Edits the service of `vip` on every director (`ipvsadm -E`): `f` gives the new
+    /// scheduler and table size from the current service.
+    fn each_service(
+        &mut self,
+        vip: IpAddr,
+        f: impl Fn(&tierlab_l4::Service) -> (tierlab_l4::SchedulerKind, Option<usize>),
+    ) -> Result<(), LabError> {
+        for &d in &self.nodes.directors {
+            let node = self
+                .net
+                .node_mut::<DirectorNode>(d)
+                .expect("directors are DirectorNodes");
+            let found: Vec<_> = node
+                .director
+                .services()
+                .filter(|(_, svc)| svc.config().vip == vip)
+                .map(|(id, svc)| (id, f(svc)))
+                .collect();
+            if found.is_empty() {
+                return Err(cfg_err(format!("VIP {vip}"), "no such service"));
+            }
+            for (id, (kind, size)) in found {
+                node.director
+                    .edit_service(id, kind, size)
+                    .map_err(|e| cfg_err(format!("service {vip} on {d}"), e))?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn set_up(&mut self, id: NodeId, up: bool) -> Result<(), LabError> {

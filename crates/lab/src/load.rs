@@ -175,21 +175,7 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             return err(&here, format!("VIP {}:{} is listed twice", v.addr, v.port));
         }
         if let Some(size) = v.table_size {
-            let ok = match v.scheduler {
-                SchedulerKind::Mh => MH_TABLE_SIZES.contains(&size),
-                SchedulerKind::Sh => size.is_power_of_two() && (16..=1 << 20).contains(&size),
-                SchedulerKind::Maglev => is_prime(size),
-            };
-            if !ok {
-                let want = match v.scheduler {
-                    SchedulerKind::Mh => {
-                        "one of the kernel's primes 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071"
-                    }
-                    SchedulerKind::Sh => {
-                        "a power of two from 16 to 1048576 (2^CONFIG_IP_VS_SH_TAB_BITS)"
-                    }
-                    SchedulerKind::Maglev => "a prime",
-                };
+            if let Err(want) = table_size_ok(v.scheduler, size) {
                 let path = [Key("topology"), Key("vips"), Index(i), Key("table_size")];
                 return err(
                     &path,
@@ -257,6 +243,25 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         );
     }
     validate_timeline(s)
+}
+
+/// Whether `size` is a table size `kind` can use; else what it must be.
+fn table_size_ok(kind: SchedulerKind, size: u32) -> Result<(), &'static str> {
+    let ok = match kind {
+        SchedulerKind::Mh => MH_TABLE_SIZES.contains(&size),
+        SchedulerKind::Sh => size.is_power_of_two() && (16..=1 << 20).contains(&size),
+        SchedulerKind::Maglev => is_prime(size),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match kind {
+        SchedulerKind::Mh => {
+            "one of the kernel's primes 251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071"
+        }
+        SchedulerKind::Sh => "a power of two from 16 to 1048576 (2^CONFIG_IP_VS_SH_TAB_BITS)",
+        SchedulerKind::Maglev => "a prime",
+    })
 }
 
 /// Whether every word of an agent reply is one HAProxy knows (HAProxy ignores unknown words;
@@ -386,8 +391,29 @@ fn validate_timeline(s: &Scenario) -> Result<(), Invalid> {
             .total_cmp(&s.events[b].at_s)
             .then(a.cmp(&b))
     });
+    let mut schedulers: std::collections::BTreeMap<std::net::IpAddr, SchedulerKind> =
+        t.vips.iter().map(|v| (v.addr, v.scheduler)).collect();
     for i in order {
         let e = &s.events[i];
+        match &e.action {
+            Action::SchedulerChanged { vip, scheduler } => {
+                schedulers.insert(*vip, *scheduler);
+            }
+            Action::TableSizeChanged { vip, table_size } => {
+                if let Some(kind) = schedulers.get(vip)
+                    && let Err(want) = table_size_ok(*kind, *table_size)
+                {
+                    return err(
+                        &[Key("events"), Index(i), Key("table_size")],
+                        format!(
+                            "table_size {table_size} for {kind:?} at {} s: must be {want}",
+                            e.at_s
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
         if !(e.at_s.is_finite() && (0.0..=s.duration_s).contains(&e.at_s)) {
             return err(
                 &[Key("events"), Index(i), Key("at_s")],
