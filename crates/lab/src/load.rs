@@ -174,14 +174,14 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
         if !seen.insert((v.addr, v.port)) {
             return err(&here, format!("VIP {}:{} is listed twice", v.addr, v.port));
         }
-        if let Some(size) = v.table_size {
-            if let Err(want) = table_size_ok(v.scheduler, size) {
-                let path = [Key("topology"), Key("vips"), Index(i), Key("table_size")];
-                return err(
-                    &path,
-                    format!("table_size {size} for {:?}: must be {want}", v.scheduler),
-                );
-            }
+        if let Some(size) = v.table_size
+            && let Err(want) = table_size_ok(v.scheduler, size)
+        {
+            let path = [Key("topology"), Key("vips"), Index(i), Key("table_size")];
+            return err(
+                &path,
+                format!("table_size {size} for {:?}: must be {want}", v.scheduler),
+            );
         }
     }
     if s.ecmp.policy > 3 {
