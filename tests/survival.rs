@@ -141,6 +141,9 @@ fn scenario(t: &Topo, vips: Vips, churn: bool) -> Scenario {
         window_s: DURATION_S,
         ..Scenario::default()
     };
+    // Identical health views on every director: disruptions act at once on every tier
+    // (the control plane's transients are tests/lab_control.rs's subject).
+    s.control.enabled = false;
     let tp = &mut s.topology;
     tp.routers = t.routers;
     tp.directors = t.directors;
