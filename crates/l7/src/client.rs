@@ -41,6 +41,10 @@ pub struct ClientConfig {
     pub read_timeout: Duration,
     /// Stop opening connections after this many (None: forever).
     pub max_connections: Option<u64>,
+    /// Share of connections to IPv6 VIPs (each connection draws its family, then a VIP of
+    /// that family uniformly); `None`: a VIP uniformly among all of them.
+    #[serde(default)]
+    pub ipv6_share: Option<f64>,
 }
 
 impl ClientConfig {
@@ -62,6 +66,7 @@ impl ClientConfig {
             stop_probability: 0.05,
             read_timeout: Duration::from_secs(2),
             max_connections: None,
+            ipv6_share: None,
         }
     }
 }
@@ -119,6 +124,24 @@ struct Conn {
     waiting: bool,
     deadline: Instant,
     epoch: u32,
+}
+
+/// A destination among `vips`: with `ipv6_share`, the family first (IPv6 with that
+/// probability, when both families are there), then an address of that family uniformly;
+/// without, uniformly among all.
+pub fn pick_vip<T: Copy + Into<SocketAddr>>(
+    vips: &[T],
+    ipv6_share: Option<f64>,
+    rng: &mut (impl Rng + ?Sized),
+) -> T {
+    if let Some(share) = ipv6_share {
+        let (v6, v4): (Vec<T>, Vec<T>) = vips.iter().partition(|v| (**v).into().is_ipv6());
+        if !v6.is_empty() && !v4.is_empty() {
+            let fam = if rng.random::<f64>() < share { v6 } else { v4 };
+            return fam[rng.random_range(0..fam.len())];
+        }
+    }
+    vips[rng.random_range(0..vips.len())]
 }
 
 /// Picks the destination of each new connection in place of a uniformly random VIP (e.g. a
@@ -224,7 +247,7 @@ impl<S: TcpStack> ClientHost<S> {
     pub fn open_one(&mut self, now: Instant, rng: &mut impl Rng) -> Result<ConnId, StackError> {
         let vip = match &mut self.destinations {
             Some(d) => d.pick(now, rng).ok_or(StackError::NoDestination)?,
-            None => self.cfg.vips[rng.random_range(0..self.cfg.vips.len())],
+            None => pick_vip(&self.cfg.vips, self.cfg.ipv6_share, rng),
         };
         let fam: Vec<IpAddr> = self
             .cfg
@@ -465,5 +488,35 @@ impl<S: TcpStack> ClientHost<S> {
                 outcome,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pick_vip_honours_the_ipv6_share() {
+        let vips: Vec<SocketAddr> = vec![
+            "198.51.100.1:80".parse().unwrap(),
+            "198.51.100.2:80".parse().unwrap(),
+            "198.51.100.3:80".parse().unwrap(),
+            "[2001:db8::c633:6401]:80".parse().unwrap(),
+        ];
+        let mut rng = tierlab_wire::rng::seeded(5);
+        for share in [0.0, 0.25, 0.9, 1.0] {
+            let n = 20_000;
+            let v6 = (0..n)
+                .filter(|_| pick_vip(&vips, Some(share), &mut rng).is_ipv6())
+                .count() as f64
+                / f64::from(n);
+            assert!((v6 - share).abs() < 0.015, "share {share}: {v6}");
+        }
+        // Without a share: uniform over the four, so a quarter IPv6.
+        let v6 = (0..20_000)
+            .filter(|_| pick_vip(&vips, None, &mut rng).is_ipv6())
+            .count() as f64
+            / 20_000.0;
+        assert!((v6 - 0.25).abs() < 0.015, "{v6}");
     }
 }

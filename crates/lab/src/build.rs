@@ -653,6 +653,7 @@ impl Lab {
             stop_probability: w.stop_probability,
             read_timeout: Duration::from_nanos((w.read_timeout_s * 1e9) as u64),
             max_connections: w.max_connections,
+            ipv6_share: Some(w.ipv6_share),
         };
         let mut client = ClientHost::new(client_cfg, (stack.borrow_mut())());
         if let (Some(cp), false) = (&self.control, w.names.is_empty()) {
@@ -661,7 +662,7 @@ impl Lab {
                 names: w.names.clone(),
                 resolver: tierlab_control::Resolver::new(),
                 ports: t.vips.iter().map(|v| (v.addr, v.port)).collect(),
-                v6: w.ipv6_share > 0.0,
+                ipv6_share: w.ipv6_share,
             }));
         }
         let clients = self.net.add_node(

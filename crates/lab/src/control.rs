@@ -203,8 +203,8 @@ pub(crate) struct DnsDestinations {
     pub(crate) resolver: Resolver,
     /// VIP → port.
     pub(crate) ports: BTreeMap<IpAddr, u16>,
-    /// Whether the clients have IPv6 sources.
-    pub(crate) v6: bool,
+    /// Share of connections to IPv6 addresses (`workload.ipv6_share`).
+    pub(crate) ipv6_share: f64,
 }
 
 impl Destinations for DnsDestinations {
@@ -214,20 +214,20 @@ impl Destinations for DnsDestinations {
         }
         let name = &self.names[rng.random_range(0..self.names.len())];
         let dns = self.dns.borrow();
-        let addrs: Vec<IpAddr> = self
+        let addrs: Vec<SocketAddr> = self
             .resolver
             .resolve(now, name, &dns)?
             .iter()
-            .copied()
-            .filter(|a| a.is_ipv4() || self.v6)
+            .filter(|a| a.is_ipv4() || self.ipv6_share > 0.0)
+            .map(|&a| SocketAddr::new(a, self.ports.get(&a).copied().unwrap_or(80)))
             .collect();
         if addrs.is_empty() {
             return None;
         }
-        let a = addrs[rng.random_range(0..addrs.len())];
-        Some(SocketAddr::new(
-            a,
-            self.ports.get(&a).copied().unwrap_or(80),
+        Some(tierlab_l7::client::pick_vip(
+            &addrs,
+            Some(self.ipv6_share),
+            rng,
         ))
     }
 }
