@@ -216,7 +216,7 @@ fn control_runs(base: &Scenario, at: f64) -> Vec<SuiteRun> {
         (
             "proxy_drained_inhibit",
             "(variant) keepalived with inhibit_on_failure: weight 0 instead of deletion",
-            "nothing breaks: a weight-0 destination takes no new flow but its entries keep forwarding",
+            "established connections survive (a weight-0 destination's entries keep forwarding), but new flows that hash to its mh/sh slots find no destination without mh-fallback: IPVS answers port unreachable and those new connections fail (see later)",
             vec![(
                 at,
                 Action::ProxyMaintenance {
