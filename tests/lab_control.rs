@@ -154,11 +154,20 @@ fn draining_a_proxy_by_deletion_drops_its_established_flows() {
     );
     assert!(e.broken > 0, "{e:#?}");
     assert_eq!(e.broken_by_cause.blackholed, e.broken);
-    // Meanwhile the directors disagreed.
+    // Meanwhile the directors disagreed: from the first deletion to the last.
     assert!(
         e.control
             .iter()
             .any(|c| c.what == "hold 2 different sets of tables")
+    );
+    let (first, last) = (
+        deleted.iter().copied().fold(f64::MAX, f64::min),
+        deleted.iter().copied().fold(0.0, f64::max),
+    );
+    assert!(
+        (e.directors_disagreed_s - (last - first)).abs() < 1e-6,
+        "{} vs {first}..{last}",
+        e.directors_disagreed_s
     );
 }
 
@@ -193,6 +202,13 @@ fn a_check_flap_on_one_director_shows_the_disagreement() {
     // Added back at the head of director1's list, proxy1 changes its mh tables for good.
     assert_eq!(e.director_views_before, 1);
     assert_eq!(e.director_views_after, 2);
+    let first = e.control[deleted].at_s;
+    let end = 10.0 + 40.0;
+    assert!(
+        (e.directors_disagreed_s - (end - first)).abs() < 1e-6,
+        "{}",
+        e.directors_disagreed_s
+    );
 }
 
 #[test]

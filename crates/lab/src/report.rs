@@ -76,6 +76,10 @@ pub struct EventReport {
     /// The same at the next event (or the end of the run): above 1, directors disagree and
     /// a flow that changes director may change proxy.
     pub director_views_after: usize,
+    /// For how long, from this event to the next (or the end), the live directors held
+    /// different tables (from the control log's `directors` records; with the control plane
+    /// off, changes are simultaneous and this stays 0 unless the event itself split them).
+    pub directors_disagreed_s: f64,
 }
 
 /// New connections a VIP received after an event that took it out of DNS.
@@ -472,6 +476,8 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
             e.control = control_log[log_from[i]..log_from[i + 1]].to_vec();
             e.director_views_before = views_at[i];
             e.director_views_after = views_at[i + 1];
+            let until = applied.get(i + 1).map_or(end, |next| next.0);
+            e.directors_disagreed_s = disagreement(*at, until, views_at[i] > 1, &e.control);
             e
         })
         .collect();
@@ -547,7 +553,28 @@ fn event_report(
         control: Vec::new(),
         director_views_before: 0,
         director_views_after: 0,
+        directors_disagreed_s: 0.0,
     }
+}
+
+/// Seconds within `[from, until)` during which the directors disagreed, starting in state
+/// `split` and following the `directors` records of `log`.
+fn disagreement(from: Instant, until: Instant, mut split: bool, log: &[ControlRecord]) -> f64 {
+    let mut total = 0.0;
+    let mut since = from.as_secs_f64();
+    for c in log.iter().filter(|c| c.node == "directors") {
+        let now_split = c.what != "all hold the same tables";
+        if split && !now_split {
+            total += c.at_s - since;
+        } else if !split && now_split {
+            since = c.at_s;
+        }
+        split = now_split;
+    }
+    if split {
+        total += until.as_secs_f64() - since;
+    }
+    total
 }
 
 /// How many of `records` ended unsuccessfully, and why (see the module's doc).
