@@ -45,6 +45,12 @@ pub(crate) fn decode_cleanly(pcap: &[u8], records: usize, label: &str) -> String
         lines, records,
         "{label}: tcpdump saw another number of packets:\n{stdout}"
     );
+    // tcpdump's text-protocol printer marks a line that does not end within the segment with
+    // " [|http]" (print_txt_line: "no line ending after that point in the buffer; treat this
+    // as if it were truncated"): an HTTP head and the start of the body in one segment always
+    // shows it. The packet is whole (the capture holds every byte; checked by the other
+    // markers and by tierlab's own reader).
+    let checked = stdout.replace(" [|http]", "");
     for bad in [
         "bad cksum",
         "incorrect",
@@ -54,7 +60,7 @@ pub(crate) fn decode_cleanly(pcap: &[u8], records: usize, label: &str) -> String
         "malformed",
     ] {
         assert!(
-            !stdout.contains(bad),
+            !checked.contains(bad),
             "{label}: tcpdump reports '{bad}':\n{stdout}"
         );
     }

@@ -475,14 +475,15 @@ impl<S: TcpStack> Proxy<S> {
                     self.drop_packet(DropReason::Malformed);
                 }
             }
-            Transport::Icmpv4(_) | Transport::Icmpv6(_) => self.icmp(&p),
+            Transport::Icmpv4(_) | Transport::Icmpv6(_) => self.icmp(now, &p),
             _ => self.drop_packet(DropReason::OtherProtocol),
         }
     }
 
     /// ICMP errors: a "fragmentation needed" / "packet too big" quoting one of our flows
-    /// lowers its path MTU; an error for an unknown flow is dropped.
-    fn icmp(&mut self, p: &Packet<'_>) {
+    /// lowers its path MTU (and the stack resends what was lost,
+    /// [`TcpStack::path_mtu_reduced`]); an error for an unknown flow is dropped.
+    fn icmp(&mut self, now: Instant, p: &Packet<'_>) {
         let mtu = match p.transport {
             Transport::Icmpv4(m) if m.is_error() => match m {
                 Icmpv4Repr::DestUnreachable {
@@ -506,7 +507,7 @@ impl<S: TcpStack> Proxy<S> {
         let local = SocketAddr::new(q.src(), q.sport());
         let remote = SocketAddr::new(q.dst(), q.dport());
         let known = match mtu {
-            Some(m) => self.stack.lower_path_mtu(local, remote, m),
+            Some(m) => self.stack.path_mtu_reduced(now, local, remote, m),
             None => self.stack.knows(local, remote),
         };
         if !known {

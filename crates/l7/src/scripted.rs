@@ -1105,6 +1105,42 @@ impl TcpStack for ScriptedStack {
         true
     }
 
+    /// Linux `tcp_v4_mtu_reduced`: when the MSS shrinks, `tcp_simple_retransmit` resends at
+    /// once (no backoff, no retry counted) what was in flight. Here that is going back to
+    /// SND.UNA: the receiver keeps no out-of-order segment, so everything after the first lost
+    /// segment was lost as well.
+    fn path_mtu_reduced(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        mtu: u16,
+    ) -> bool {
+        let Some(&slot) = self.map.get(&(local, remote)) else {
+            return false;
+        };
+        let before = self.slots[slot as usize].as_ref().map_or(0, |t| t.mss);
+        self.lower_path_mtu(local, remote, mtu);
+        let Some(t) = self.slots[slot as usize].as_mut() else {
+            return true;
+        };
+        let resend = t.mss < before
+            && t.in_flight() > 0
+            && !t.has(F_PERSIST)
+            && !matches!(
+                t.state,
+                State::SynSent | State::SynReceived | State::TimeWait
+            );
+        if resend {
+            t.snd_nxt = t.snd_una;
+            t.flags &= !(F_FIN_SENT | F_RTT);
+            t.flags |= F_RETRANSMITTED;
+            self.flush(slot, now);
+            self.schedule(slot);
+        }
+        true
+    }
+
     fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), StackError> {
         let verify = if self.cfg.verify_checksums {
             Verify::All

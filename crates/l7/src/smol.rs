@@ -149,6 +149,9 @@ struct SmolConn {
     want_write: bool,
     aborted: bool,
     mapped: bool,
+    /// The path MTU learnt from an ICMP error, and the interface of that MTU this connection is
+    /// polled with from then on (smoltcp takes its MSS from the interface's MTU).
+    pmtu: Option<(u16, Box<Interface>)>,
 }
 
 /// Why a connection was polled (to tell a reset from a timeout when it closes).
@@ -281,7 +284,10 @@ impl SmolStack {
         let Some(c) = self.conns[slot as usize].as_mut() else {
             return;
         };
-        let iface = &mut self.ifaces[c.iface].1;
+        let (iface, mtu) = match &mut c.pmtu {
+            Some((m, own)) => (own.as_mut(), usize::from(*m)),
+            None => (&mut self.ifaces[c.iface].1, mtu),
+        };
         let mut dev = MemDevice {
             rx: packet,
             tx: &mut self.out,
@@ -474,6 +480,7 @@ impl TcpStack for SmolStack {
             want_write: false,
             aborted: false,
             mapped: true,
+            pmtu: None,
         });
         self.map.insert((local, remote), slot);
         let id = ConnId {
@@ -577,9 +584,39 @@ impl TcpStack for SmolStack {
         self.map.contains_key(&(local, remote))
     }
 
-    fn lower_path_mtu(&mut self, local: SocketAddr, remote: SocketAddr, _mtu: u16) -> bool {
-        // smoltcp 0.13 has no path-MTU cache: the flow is recognised, the MSS stays.
-        self.map.contains_key(&(local, remote))
+    /// smoltcp 0.13 has no path-MTU cache: its TCP sockets size segments by the interface's
+    /// MTU. A connection whose path MTU drops gets an interface of its own with that MTU
+    /// (same address; smoltcp keeps the connection's state in the socket), clamped as Linux
+    /// clamps it (`ip_rt_min_pmtu` 552 for IPv4, 1280 for IPv6). smoltcp offers no way to mark
+    /// segments lost, so what was in flight is resent, smaller, by its retransmission timer
+    /// (not at once as Linux's `tcp_simple_retransmit` does).
+    fn lower_path_mtu(&mut self, local: SocketAddr, remote: SocketAddr, mtu: u16) -> bool {
+        let Some(&slot) = self.map.get(&(local, remote)) else {
+            return false;
+        };
+        let floor = if local.is_ipv4() { 552 } else { 1280 };
+        let mtu = mtu.max(floor);
+        let seed = self.cfg.seed;
+        let Some(c) = self.conns[slot as usize].as_mut() else {
+            return true;
+        };
+        let current = c.pmtu.as_ref().map_or(self.cfg.mtu, |(m, _)| *m);
+        if mtu < current {
+            let mut cfg = Config::new(HardwareAddress::Ip);
+            cfg.random_seed = seed ^ u64::from(slot).rotate_left(32);
+            let mut out = VecDeque::new();
+            let mut dev = MemDevice {
+                rx: None,
+                tx: &mut out,
+                mtu: usize::from(mtu),
+            };
+            let mut iface = Interface::new(cfg, &mut dev, smoltcp::time::Instant::from_micros(0));
+            iface.update_ip_addrs(|a| {
+                let _ = a.push(IpCidr::new(local.ip().into(), 0));
+            });
+            c.pmtu = Some((mtu, Box::new(iface)));
+        }
+        true
     }
 
     fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), StackError> {
@@ -634,6 +671,7 @@ impl TcpStack for SmolStack {
                 want_write: false,
                 aborted: false,
                 mapped: false,
+                pmtu: None,
             });
             self.poll_conn(now, slot, Some(bytes), cause);
             return Ok(());

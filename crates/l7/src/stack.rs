@@ -207,6 +207,25 @@ pub trait TcpStack {
     /// big" quoting one of its packets); returns whether the connection is known.
     fn lower_path_mtu(&mut self, local: SocketAddr, remote: SocketAddr, mtu: u16) -> bool;
 
+    /// What a host does when a "fragmentation needed" / "packet too big" quoting one of its
+    /// connections arrives at `now`: lowers that connection's path MTU and, when its segments
+    /// shrink, resends at once what was in flight (Linux `tcp_v4_mtu_reduced` /
+    /// `tcp_v6_mtu_reduced`: `tcp_sync_mss`, then `tcp_simple_retransmit`: the segments were
+    /// dropped, no timer needs to say so). Returns whether the connection is known.
+    ///
+    /// The default only lowers the path MTU ([`TcpStack::lower_path_mtu`]); the lost segments
+    /// are then resent by the retransmission timer.
+    fn path_mtu_reduced(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        mtu: u16,
+    ) -> bool {
+        let _ = now;
+        self.lower_path_mtu(local, remote, mtu)
+    }
+
     /// Takes an IP packet addressed to this host.
     ///
     /// # Errors

@@ -509,13 +509,11 @@ impl Lab {
         let (router, seed) = router_hash(s, policy(s.ecmp.policy), &mut self.seeds)?;
         let id = self.net.add_node(
             format!("router{i}"),
-            Box::new(RouterNode {
-                fwd: Forwarding {
-                    router,
-                    hops: BTreeMap::new(),
-                    routes: BTreeMap::new(),
-                },
-            }),
+            Box::new(RouterNode::new(Forwarding {
+                router,
+                hops: BTreeMap::new(),
+                routes: BTreeMap::new(),
+            })),
         );
         let e = self
             .net
@@ -620,7 +618,7 @@ impl Lab {
         let mut inet = multipath(router, &vip_routes, Algorithm::HashThreshold)?;
         let internet = self
             .net
-            .add_node("internet", Box::new(RouterNode { fwd: inet.clone() }));
+            .add_node("internet", Box::new(RouterNode::new(inet.clone())));
         self.net
             .attach(
                 self.edge,
@@ -671,7 +669,7 @@ impl Lab {
         );
         let (_, _, inet_iface) = self
             .net
-            .connect(clients, internet, link)
+            .connect(clients, internet, crate::icmp::client_link(&s, link))
             .map_err(|e| cfg_err("clients link", e))?;
         let id = NextHopId(u32::MAX);
         inet.hops.insert(
@@ -694,6 +692,8 @@ impl Lab {
             .node_mut::<RouterNode>(internet)
             .expect("just added as a RouterNode")
             .fwd = inet;
+        let (v4, v6) = (edge_for(INTERNET, true), edge_for(INTERNET, false));
+        crate::icmp::install(&mut self.net, internet, &s, inet_iface, v4, v6);
         self.nodes.clients = clients;
         self.nodes.internet = internet;
         Ok(())

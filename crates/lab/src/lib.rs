@@ -12,10 +12,13 @@
 //! - [`build`]: [`build::Lab`] — the topology and address plan, and disruptions applied to the
 //!   tiers' state ([`build::Lab::apply`]; not every action is wired yet).
 //! - [`report`]: [`report::run`] — a scenario run and its JSON report.
+//! - [`icmp`]: path-MTU errors (`topology.client_mtu`): `internet`'s egress MTU check and the
+//!   ICMP errors it sends, where they end up ([`icmp::collect`]), the report's `icmp` section.
 //! - [`suite`]: the default suite — each disruption of the seed README on a warmed lab.
 
 pub mod build;
 pub mod control;
+pub mod icmp;
 pub mod load;
 pub mod names;
 pub mod nodes;

@@ -162,6 +162,12 @@ fn validate(s: &Scenario) -> Result<(), Invalid> {
             format!("mtu {} is below 1280, the IPv6 minimum", t.mtu),
         );
     }
+    if let Some(m) = t.client_mtu.filter(|&m| m < 1280) {
+        return err(
+            &[Key("topology"), Key("client_mtu")],
+            format!("client_mtu {m} is below 1280, the IPv6 minimum"),
+        );
+    }
     if t.vips.is_empty() {
         return err(
             &[Key("topology"), Key("vips")],
@@ -610,6 +616,18 @@ mod tests {
         assert_eq!((e.line, e.column), (4, 1), "{e}");
         assert!(e.message.contains("proxys"), "{e}");
         assert!(e.to_string().starts_with("test.toml:4:1: "));
+    }
+
+    #[test]
+    fn client_mtu_defaults_to_mtu_and_is_checked() {
+        assert_eq!(load("").unwrap().topology.client_mtu, None);
+        let s = load("[topology]\nclient_mtu = 1400\n").unwrap();
+        assert_eq!(s.topology.client_mtu, Some(1400));
+        let e = load("[topology]\nclient_mtu = 576\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 14), "{e}");
+        assert!(e.message.contains("client_mtu"), "{e}");
+        let e = load("[topology]\nclient_mtu = 70000\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use tierlab_l7::{BackendServer, ClientHost, Proxy, TcpStack};
 use tierlab_net::{DropReason, IfaceId, Node, NodeId, Outbox};
 use tierlab_wire::{Instant, Packet, SimRng, decrement_ttl};
 
+use crate::icmp::{EdgeMtu, Fate, IcmpTally};
+
 /// Keeps one engine timer armed at a sans-IO node's next deadline. A node's deadline may move
 /// earlier or later at every input; the earliest is kept armed, and a timer that is no longer
 /// the latest armed one is ignored when it fires (an early wake-up is harmless: sans-IO nodes
@@ -192,11 +194,33 @@ impl Forwarding {
 }
 
 /// An IP router. It decrements the TTL (dropping at 1, reason [`DropReason::Ttl`]) and
-/// forwards the packet unchanged otherwise, keeping its origin.
+/// forwards the packet unchanged otherwise, keeping its origin. With an egress MTU check
+/// ([`EdgeMtu`]), a packet too big for its interface is answered with an ICMP error or
+/// fragmented instead (see [`crate::icmp`]).
 #[derive(Debug)]
 pub struct RouterNode {
     /// Its FIB.
     pub fwd: Forwarding,
+    /// Egress MTU check (`None`: every link it forwards to takes what reaches it).
+    pub mtu: Option<Box<EdgeMtu>>,
+    /// Path-MTU errors it dropped.
+    pub icmp: IcmpTally,
+}
+
+impl RouterNode {
+    /// A router forwarding by `fwd`, without an egress MTU check.
+    pub fn new(fwd: Forwarding) -> Self {
+        Self {
+            fwd,
+            mtu: None,
+            icmp: IcmpTally::default(),
+        }
+    }
+
+    fn drop_packet(&mut self, now: Instant, packet: &[u8], reason: DropReason, out: &mut Outbox) {
+        self.icmp.note(now, packet, Fate::Dropped(reason));
+        out.drop_packet(reason);
+    }
 }
 
 impl Node for RouterNode {
@@ -212,12 +236,25 @@ impl Node for RouterNode {
             Ok(p) => HashInput::from_packet(&p),
             Err(_) => return out.drop_packet(DropReason::Malformed),
         };
+        // Linux checks the egress MTU after the TTL and quotes the packet as it arrived.
+        let original = self
+            .mtu
+            .as_ref()
+            .filter(|m| m.may_exceed(packet.len()))
+            .map(|_| packet.clone());
         if !decrement_ttl(&mut packet) {
-            return out.drop_packet(DropReason::Ttl);
+            return self.drop_packet(now, &packet, DropReason::Ttl, out);
         }
         match self.fwd.hop(&input, now) {
-            Some(hop) => out.forward(hop.iface, hop.addr, packet, origin),
-            None => out.drop_packet(DropReason::NoRoute),
+            Some(hop) => {
+                if let (Some(orig), Some(check)) = (original, self.mtu.as_deref_mut())
+                    && let Some(mtu) = check.exceeded(hop.iface, packet.len())
+                {
+                    return check.too_big(now, &self.fwd, &orig, packet, hop, mtu, origin, out);
+                }
+                out.forward(hop.iface, hop.addr, packet, origin);
+            }
+            None => self.drop_packet(now, &packet, DropReason::NoRoute, out),
         }
     }
 
@@ -237,6 +274,8 @@ pub struct DirectorNode {
     pub core: IfaceId,
     /// Gateway for packets the director itself sends back to clients (ICMP errors).
     pub reply_via: Option<IpAddr>,
+    /// Path-MTU errors it dropped.
+    pub icmp: IcmpTally,
     alarm: Alarm,
 }
 
@@ -247,6 +286,7 @@ impl DirectorNode {
             director,
             core,
             reply_via,
+            icmp: IcmpTally::default(),
             alarm: Alarm::default(),
         }
     }
@@ -270,7 +310,9 @@ impl Node for DirectorNode {
                 }
             }
             Verdict::Drop { reason, reply } => {
-                out.drop_packet(director_drop(reason));
+                let reason = director_drop(reason);
+                self.icmp.note(now, &packet, Fate::Dropped(reason));
+                out.drop_packet(reason);
                 if let (Some(r), Some(via)) = (reply, self.reply_via) {
                     out.send_to(self.core, via, r);
                 }
@@ -342,6 +384,8 @@ pub struct ProxyNode<S: TcpStack> {
     pub proxy: Proxy<S>,
     /// Routes.
     pub routes: HostRoutes,
+    /// Path-MTU errors it took (for a flow it holds) or dropped.
+    pub icmp: IcmpTally,
     alarm: Alarm,
 }
 
@@ -351,15 +395,22 @@ impl<S: TcpStack> ProxyNode<S> {
         Self {
             proxy,
             routes,
+            icmp: IcmpTally::default(),
             alarm: Alarm::default(),
         }
     }
 
-    fn flush(&mut self, now: Instant, out: &mut Outbox) {
+    /// Sends what the proxy sends; `packet` is the one it was just given, if any (what the
+    /// proxy reports about it is recorded).
+    fn flush(&mut self, now: Instant, packet: Option<&[u8]>, out: &mut Outbox) {
         while let Some(p) = self.proxy.poll_transmit() {
             self.routes.send(now, p, out);
         }
-        while self.proxy.poll_event().is_some() {}
+        while let Some(e) = self.proxy.poll_event() {
+            if let Some(p) = packet {
+                self.icmp.proxy_event(now, p, &e, out);
+            }
+        }
         self.alarm.update(self.proxy.poll_timeout(), out);
     }
 }
@@ -374,14 +425,14 @@ impl<S: TcpStack + 'static> Node for ProxyNode<S> {
         out: &mut Outbox,
     ) {
         self.proxy.handle_packet(now, &packet);
-        self.flush(now, out);
+        self.flush(now, Some(&packet), out);
     }
 
     fn handle_timer(&mut self, now: Instant, token: u64, out: &mut Outbox) {
         if self.alarm.fired(token) {
             self.proxy.handle_timeout(now);
         }
-        self.flush(now, out);
+        self.flush(now, None, out);
     }
 }
 

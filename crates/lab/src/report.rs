@@ -8,7 +8,17 @@
 //! RST built by a proxy is `reset_by_proxy`; a connection that got nothing for the read
 //! timeout is `proxy_lost` after a proxy failure, `backend_lost` after a backend loss and
 //! `blackholed` otherwise; anything else unsuccessful (truncated body, HTTP error, RST from
-//! another node) is `other`. `icmp_misrouted` is not measured yet (always 0).
+//! another node) is `other`.
+//!
+//! `icmp_misrouted` (checked before the timeout causes): the connection timed out (the
+//! client's read or connect timeout, or TCP giving up) and, while it was open, `internet`
+//! sent at least one ICMP "fragmentation needed" / "packet too big" about its flow (client
+//! address and port, VIP and port), none of those errors reached the proxy holding the flow
+//! (none lowered its path MTU), and at least one was dropped by a node without state for the
+//! flow: a director without a connection entry or a proxy that does not hold it
+//! ([`crate::icmp::IcmpLedger::misrouted`]). Errors lost otherwise (a dead node, a dead link)
+//! leave the connection to the other causes. The run's `icmp` section counts such
+//! connections whether or not an event is blamed for them.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +44,8 @@ pub struct Causes {
     pub backend_lost: u64,
     /// No answer until the client's timeout.
     pub blackholed: u64,
-    /// An ICMP error reached a proxy that did not hold the flow (not measured yet).
+    /// Its path-MTU errors went to nodes without state for the flow, never to its proxy,
+    /// and it timed out (see the module documentation).
     pub icmp_misrouted: u64,
     /// Any other unsuccessful end.
     pub other: u64,
@@ -188,6 +199,9 @@ pub struct RunReport {
     pub connections: Connections,
     /// Packet totals.
     pub packets: Packets,
+    /// Path-MTU errors (`topology.client_mtu`): sent, reached the proxy holding the flow,
+    /// dropped where.
+    pub icmp: crate::icmp::IcmpReport,
 }
 
 impl Causes {
@@ -306,6 +320,19 @@ impl RunReport {
             "packets: {} sent, {} delivered, {} dropped {:?}, {} in flight",
             p.sent, p.delivered, p.dropped, p.dropped_by_reason, p.in_flight
         );
+        let i = &self.icmp;
+        if i.sent > 0 || i.fragmented > 0 {
+            let _ = writeln!(
+                out,
+                "icmp (client mtu {}): {} errors sent, {} reached the flow's proxy, {} dropped {:?}; {} connections broken by icmp_misrouted",
+                i.client_mtu,
+                i.sent,
+                i.reached_owner,
+                i.dropped,
+                i.dropped_by_reason,
+                i.broken_misrouted
+            );
+        }
         out
     }
 }
@@ -416,6 +443,7 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         .open_connections()
         .map(|(_, vip, started)| (vip, started))
         .collect();
+    let ledger = crate::icmp::collect::<S>(&lab);
     let window = secs(s.window_s) - Instant::ZERO;
     // Each unsuccessful connection counts against one event at most: the latest that came
     // while it was open and less than a window before it ended.
@@ -446,8 +474,8 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         .zip(drops_at.windows(2))
         .enumerate()
         .map(|(i, (((at, action, active, load), recs), w))| {
-            let mut e = event_report(*at, action, *active, load.clone(), recs, &proxies);
-            let (n, causes) = classify(action, &later[i], &proxies);
+            let mut e = event_report(*at, action, *active, load.clone(), recs, &proxies, &ledger);
+            let (n, causes) = classify(action, &later[i], &proxies, &ledger);
             e.broken_later = n;
             e.broken_later_by_cause = causes;
             if let Action::DnsAdmin {
@@ -515,6 +543,7 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
             dropped_by_reason: by_reason,
             in_flight: acct.in_flight,
         },
+        icmp: ledger.report(&records),
     })
 }
 
@@ -536,8 +565,9 @@ fn event_report(
     load_before: Load,
     records: &[&ConnRecord],
     proxies: &[NodeId],
+    icmp: &crate::icmp::IcmpLedger,
 ) -> EventReport {
-    let (broken, causes) = classify(action, records, proxies);
+    let (broken, causes) = classify(action, records, proxies, icmp);
     EventReport {
         at_s: at.as_secs_f64(),
         action: action.name().to_owned(),
@@ -578,7 +608,12 @@ fn disagreement(from: Instant, until: Instant, mut split: bool, log: &[ControlRe
 }
 
 /// How many of `records` ended unsuccessfully, and why (see the module's doc).
-fn classify(action: &Action, records: &[&ConnRecord], proxies: &[NodeId]) -> (u64, Causes) {
+fn classify(
+    action: &Action,
+    records: &[&ConnRecord],
+    proxies: &[NodeId],
+    icmp: &crate::icmp::IcmpLedger,
+) -> (u64, Causes) {
     let mut causes = Causes::default();
     let mut broken = 0;
     for r in records {
@@ -587,6 +622,7 @@ fn classify(action: &Action, records: &[&ConnRecord], proxies: &[NodeId]) -> (u6
             Outcome::Reset { by: Some(n) } if proxies.contains(&NodeId(n)) => {
                 &mut causes.reset_by_proxy
             }
+            Outcome::TimedOut if icmp.misrouted(r) => &mut causes.icmp_misrouted,
             Outcome::TimedOut => match action {
                 Action::ProxyFailed { .. } => &mut causes.proxy_lost,
                 Action::BackendLost { .. } => &mut causes.backend_lost,

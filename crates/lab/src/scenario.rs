@@ -98,6 +98,10 @@ pub struct Topology {
     pub link_latency_us: u64,
     /// IP MTU of every link.
     pub mtu: u16,
+    /// IP MTU of the link between `internet` and the clients (none: `mtu`). Below `mtu`,
+    /// `internet` answers larger packets toward the clients with an ICMP "fragmentation
+    /// needed" / "packet too big" to their source (IPv4 without DF: it fragments them).
+    pub client_mtu: Option<u16>,
 }
 
 impl Default for Topology {
@@ -148,6 +152,7 @@ impl Default for Topology {
             vips,
             link_latency_us: 50,
             mtu: 1500,
+            client_mtu: None,
         }
     }
 }

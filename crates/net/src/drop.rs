@@ -24,6 +24,10 @@ pub enum DropReason {
     NoNeighbor,
     /// Larger than the link MTU.
     TooBig,
+    /// A router refused to forward a packet larger than the egress MTU that may not be
+    /// fragmented (IPv4 with DF, or IPv6) and sent the source an ICMP "fragmentation needed" /
+    /// "packet too big" instead (where [`DropReason::TooBig`] is the network's silent drop).
+    MtuExceeded,
     /// The node has no route for the destination.
     NoRoute,
     /// TTL or hop limit expired.
@@ -58,6 +62,7 @@ impl DropReason {
             Self::NodeDown => "node_down",
             Self::NoNeighbor => "no_neighbor",
             Self::TooBig => "too_big",
+            Self::MtuExceeded => "mtu_exceeded",
             Self::NoRoute => "no_route",
             Self::Ttl => "ttl",
             Self::UnknownVip => "unknown_vip",

@@ -11,7 +11,8 @@
 //! - [`drop`](mod@drop): [`DropReason`] and per-node, per-reason counters.
 //! - [`trace`]: which packets go to the pcap tap ([`TraceFilter`]).
 //! - [`network`]: the [`Network`]: nodes, point-to-point links and shared segments (latency,
-//!   MTU, up/down), address ownership, delivery, accounting ([`Accounting`]), tracing.
+//!   MTU, up/down), address ownership, delivery, accounting ([`Accounting`]), a class of
+//!   packets followed apart ([`Network::watch`], [`Watched`]), tracing.
 //!
 //! ## Accounting invariant
 //! Every packet a node sends is, at any instant, exactly one of: in flight, delivered to a node,
@@ -33,6 +34,6 @@ pub mod trace;
 
 pub use drop::{DropCounters, DropReason};
 pub use ids::{IfaceId, LinkId, NodeId};
-pub use network::{Accounting, LinkSpec, NetError, Network};
+pub use network::{Accounting, LinkSpec, NetError, Network, WatchFn, Watched};
 pub use node::{Node, Outbox};
 pub use trace::TraceFilter;

@@ -124,6 +124,7 @@ enum Event {
         origin: NodeId,
         to: Attachment,
         packet: Vec<u8>,
+        watched: bool,
     },
     Timer {
         node: NodeId,
@@ -143,6 +144,26 @@ pub struct Network {
     pcap: Option<(PcapWriter<Box<dyn Write>>, TraceFilter)>,
     pcap_error: Option<WireError>,
     outbox: Outbox,
+    watch: Option<(WatchFn, Watched)>,
+}
+
+/// The predicate of [`Network::watch`]: whether a packet (its bytes) is watched.
+pub type WatchFn = Box<dyn Fn(&[u8]) -> bool>;
+
+/// Accounting of the packets a [`Network::watch`] predicate selects (a class of packets whose
+/// fate a run reports on its own, such as ICMP errors). Every hop counts: a packet forwarded
+/// by a router is sent again by it.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct Watched {
+    /// Watched packets nodes handed to the network.
+    pub sent: u64,
+    /// Watched packets delivered to a node.
+    pub delivered: u64,
+    /// Watched packets the network dropped, per node (as in [`Network::network_drops`]) and
+    /// reason.
+    pub drops: DropCounters,
+    /// Watched packets still travelling.
+    pub in_flight: u64,
 }
 
 impl core::fmt::Debug for Network {
@@ -176,7 +197,20 @@ impl Network {
             pcap: None,
             pcap_error: None,
             outbox: Outbox::new(),
+            watch: None,
         }
+    }
+
+    /// Follows the packets `is_watched` selects from now on: their sends, deliveries and the
+    /// network's drops of them are also counted apart ([`Network::watched`]). The predicate
+    /// runs on every packet sent, so it must be cheap; without a watch nothing is evaluated.
+    pub fn watch(&mut self, is_watched: WatchFn) {
+        self.watch = Some((is_watched, Watched::default()));
+    }
+
+    /// The accounting of watched packets, if a watch is set.
+    pub fn watched(&self) -> Option<&Watched> {
+        self.watch.as_ref().map(|(_, w)| w)
     }
 
     /// Adds a node; it is up and has no interface yet.
@@ -440,14 +474,21 @@ impl Network {
                 origin,
                 to,
                 packet,
+                watched,
             } => {
                 self.acct.in_flight -= 1;
+                if let (true, Some((_, w))) = (watched, &mut self.watch) {
+                    w.in_flight -= 1;
+                }
                 if !self.links[link.0 as usize].up {
-                    self.network_drop(from, DropReason::LinkDown);
+                    self.network_drop(from, DropReason::LinkDown, watched);
                 } else if !self.nodes[to.node.0 as usize].up {
-                    self.network_drop(to.node, DropReason::NodeDown);
+                    self.network_drop(to.node, DropReason::NodeDown, watched);
                 } else {
                     self.acct.delivered += 1;
+                    if let (true, Some((_, w))) = (watched, &mut self.watch) {
+                        w.delivered += 1;
+                    }
                     if self
                         .pcap
                         .as_ref()
@@ -493,6 +534,13 @@ impl Network {
 
     fn transmit(&mut self, from: NodeId, s: Send) {
         self.acct.sent += 1;
+        let watched = match &mut self.watch {
+            Some((f, w)) if f(&s.packet) => {
+                w.sent += 1;
+                true
+            }
+            _ => false,
+        };
         if self.pcap.as_ref().is_some_and(|(_, f)| f.on_send(from)) {
             self.record(&s.packet);
         }
@@ -501,17 +549,17 @@ impl Network {
             .get(from.0 as usize)
             .and_then(|n| n.ifaces.get(usize::from(s.iface.0)))
         else {
-            return self.network_drop(from, DropReason::NoLink);
+            return self.network_drop(from, DropReason::NoLink, watched);
         };
         let l = &self.links[link.0 as usize];
         if !self.nodes[from.0 as usize].up {
-            return self.network_drop(from, DropReason::NodeDown);
+            return self.network_drop(from, DropReason::NodeDown, watched);
         }
         if !l.up {
-            return self.network_drop(from, DropReason::LinkDown);
+            return self.network_drop(from, DropReason::LinkDown, watched);
         }
         if s.packet.len() > usize::from(l.spec.mtu) {
-            return self.network_drop(from, DropReason::TooBig);
+            return self.network_drop(from, DropReason::TooBig, watched);
         }
         let to = match &l.medium {
             Medium::PointToPoint([a, b]) => {
@@ -525,12 +573,15 @@ impl Network {
                 let hop = s.next_hop.or_else(|| destination(&s.packet));
                 match hop.and_then(|h| owners.get(&h)) {
                     Some(&att) => att,
-                    None => return self.network_drop(from, DropReason::NoNeighbor),
+                    None => return self.network_drop(from, DropReason::NoNeighbor, watched),
                 }
             }
         };
         let at = self.now + l.spec.latency;
         self.acct.in_flight += 1;
+        if let (true, Some((_, w))) = (watched, &mut self.watch) {
+            w.in_flight += 1;
+        }
         let origin = s.origin.unwrap_or(from);
         self.queue.push(
             at,
@@ -540,13 +591,17 @@ impl Network {
                 origin,
                 to,
                 packet: s.packet,
+                watched,
             },
         );
     }
 
-    fn network_drop(&mut self, node: NodeId, reason: DropReason) {
+    fn network_drop(&mut self, node: NodeId, reason: DropReason, watched: bool) {
         self.acct.dropped_in_network += 1;
         self.network_drops.count(node, reason);
+        if let (true, Some((_, w))) = (watched, &mut self.watch) {
+            w.drops.count(node, reason);
+        }
     }
 
     fn record(&mut self, packet: &[u8]) {
@@ -704,6 +759,36 @@ mod tests {
         let acct = net.accounting();
         assert_eq!(acct.dropped_in_network, 4);
         assert!(acct.balanced());
+    }
+
+    /// Watched packets are counted apart through sends, deliveries and the network's drops;
+    /// the others are not evaluated differently.
+    #[test]
+    fn watched_packets_are_accounted_apart() {
+        let (mut net, a, b, _, ia) = pair(100);
+        // Watch packets whose TTL is even.
+        net.watch(Box::new(|p| p.get(8).is_some_and(|t| t % 2 == 0)));
+        net.inject(a, ia, None, syn(4));
+        net.run_until(Instant::from_secs(1));
+        let w = net.watched().unwrap().clone();
+        // TTL 4 (watched) → 3 → 2 (watched) → 1: two watched sends, both delivered.
+        assert_eq!(
+            (w.sent, w.delivered, w.in_flight, w.drops.total()),
+            (2, 2, 0, 0)
+        );
+        net.set_node_up(b, false).unwrap();
+        net.inject(a, ia, None, syn(6));
+        net.inject(a, ia, None, syn(7));
+        assert_eq!(net.watched().unwrap().in_flight, 1);
+        net.run_until(Instant::from_secs(2));
+        let w = net.watched().unwrap();
+        assert_eq!((w.sent, w.delivered, w.in_flight), (3, 2, 0));
+        assert_eq!(w.drops.at_node(b).get(&DropReason::NodeDown), Some(&1));
+        assert_eq!(
+            net.network_drops().at_node(b).get(&DropReason::NodeDown),
+            Some(&2)
+        );
+        assert!(net.accounting().balanced());
     }
 
     #[test]
