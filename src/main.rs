@@ -38,6 +38,19 @@ enum Command {
     /// Which destination an IPVS director (mh, sh) or the Maglev paper's table picks for each
     /// flow read on stdin, or the whole lookup table (--dump-table).
     L4(cli::l4::L4Args),
+    /// Run the lab and its variants and write the results page (Markdown tables and an SVG
+    /// chart), e.g. `tierlab report --out docs/results.md`.
+    ///
+    /// The page compares `mh` and `sh`, hash policies 0 and 1, `mh` table sizes, 7, 14 and 28
+    /// directors, directors whose health checks disagree, a director lost abruptly or
+    /// gracefully, and the default suite next to what the lab's README and the kernel's rules
+    /// expect (explaining each difference from the kernel and daemon sources); the chart shows
+    /// connections active and broken over time when a proxy is added and the ECMP layer then
+    /// changes. Every table names the scenario files of examples/results/ (built into the
+    /// command) and the seed that produced it: `tierlab run FILE` reruns a row. Same files,
+    /// same seeds: the same page, byte for byte. --quick runs 40 clients and short runs (a
+    /// smoke test, seconds); the full page takes a minute or two in a release build.
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +65,7 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => cli::run::run(&args),
         Some(Command::Ecmp(args)) => cli::ecmp::run(&args),
         Some(Command::L4(args)) => cli::l4::run(&args),
+        Some(Command::Report(args)) => cli::report::run_report(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

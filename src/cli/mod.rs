@@ -4,6 +4,7 @@ pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod ecmp;
 pub(crate) mod l4;
+pub(crate) mod report;
 pub(crate) mod run;
 
 use thiserror::Error;

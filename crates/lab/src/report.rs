@@ -366,6 +366,28 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
     stack: F,
     trace: Option<Trace>,
 ) -> Result<RunReport, LabError> {
+    run_inner(s, stack, trace, None)
+}
+
+/// [`run`], also handing back the client's connection records (what [`timeline`] needs).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_recorded<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
+    s: &Scenario,
+    stack: F,
+) -> Result<(RunReport, ClientRecords), LabError> {
+    let mut out = ClientRecords::default();
+    let report = run_inner(s, stack, None, Some(&mut out))?;
+    Ok((report, out))
+}
+
+fn run_inner<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
+    s: &Scenario,
+    stack: F,
+    trace: Option<Trace>,
+    out: Option<&mut ClientRecords>,
+) -> Result<RunReport, LabError> {
     let mut lab = Lab::build(s, stack)?;
     let traced = trace.is_some();
     if let Some(t) = trace {
@@ -444,6 +466,11 @@ pub fn run_traced<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         .map(|(_, vip, started)| (vip, started))
         .collect();
     let ledger = crate::icmp::collect::<S>(&lab);
+    if let Some(out) = out {
+        out.ended = records.clone();
+        out.open_since = still_open.iter().map(|&(_, t)| t).collect();
+        out.end = secs(s.duration_s);
+    }
     let window = secs(s.window_s) - Instant::ZERO;
     // Each unsuccessful connection counts against one event at most: the latest that came
     // while it was open and less than a window before it ended.
@@ -648,6 +675,67 @@ fn drop_counts(lab: &Lab) -> BTreeMap<String, u64> {
         *by_reason.entry(reason.name().to_owned()).or_default() += n;
     }
     by_reason
+}
+
+/// The client's connections of one run, from [`run_recorded`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientRecords {
+    /// Connections that ended, in the order they ended.
+    pub ended: Vec<ConnRecord>,
+    /// When each connection still open at the end of the run was opened.
+    pub open_since: Vec<Instant>,
+    /// The end of the run.
+    pub end: Instant,
+}
+
+/// One bucket of a [`timeline`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TimelineBucket {
+    /// Start of the bucket, seconds of virtual time.
+    pub from_s: f64,
+    /// Connections open at the end of the bucket.
+    pub active: u64,
+    /// Connections that ended unsuccessfully during the bucket (any outcome but completed
+    /// or stopped by the client).
+    pub broken: u64,
+}
+
+/// Connections active and broken over time, in buckets of `bucket_s` seconds from 0 to the
+/// end of the run (the last bucket may be shorter): the data of the lab's client chart.
+/// An empty timeline for a bucket width that is not positive.
+pub fn timeline(records: &ClientRecords, bucket_s: f64) -> Vec<TimelineBucket> {
+    if bucket_s.is_nan() || bucket_s <= 0.0 {
+        return Vec::new();
+    }
+    let width = secs(bucket_s) - Instant::ZERO;
+    if width.as_nanos() == 0 {
+        return Vec::new();
+    }
+    let end = records.end;
+    let mut out = Vec::new();
+    let mut from = Instant::ZERO;
+    while from < end {
+        let to = (from + width).min(end);
+        let active = records
+            .ended
+            .iter()
+            .filter(|r| r.started <= to && r.ended > to)
+            .count()
+            + records.open_since.iter().filter(|&&t| t <= to).count();
+        let broken = records
+            .ended
+            .iter()
+            .filter(|r| !matches!(r.outcome, Outcome::Completed | Outcome::Stopped))
+            .filter(|r| r.ended >= from && r.ended < to)
+            .count();
+        out.push(TimelineBucket {
+            from_s: from.as_secs_f64(),
+            active: active as u64,
+            broken: broken as u64,
+        });
+        from = to;
+    }
+    out
 }
 
 #[cfg(test)]
