@@ -127,7 +127,7 @@ pub(crate) fn ecn_encapsulate(inner_ds: u8) -> u8 {
 /// [`TunnelError`]: an inner packet that does not parse, mixed outer families, or a result above
 /// 65,535 bytes.
 pub fn encapsulate(inner: &[u8], p: &EncapParams) -> Result<Vec<u8>, TunnelError> {
-    let mut out = Vec::new();
+    let mut out = tierlab_wire::pool::take(inner.len() + overhead(p.dst));
     encapsulate_into(inner, p, &mut out)?;
     Ok(out)
 }

@@ -101,6 +101,10 @@ pub struct BackendServer<S: TcpStack> {
     ticks: BinaryHeap<Reverse<(Instant, ConnId)>>,
     served: Vec<ServedRecord>,
     ended: Vec<(SocketAddr, CloseCause)>,
+    /// Whether `served` and `ended` are kept (see [`BackendServer::set_recording`]).
+    recording: bool,
+    /// Body bytes being written (reused from one write to the next).
+    chunk: Vec<u8>,
 }
 
 impl<S: TcpStack> BackendServer<S> {
@@ -121,6 +125,8 @@ impl<S: TcpStack> BackendServer<S> {
             ticks: BinaryHeap::new(),
             served: Vec::new(),
             ended: Vec::new(),
+            recording: true,
+            chunk: Vec::new(),
         })
     }
 
@@ -132,6 +138,18 @@ impl<S: TcpStack> BackendServer<S> {
     /// Changes what the agent answers from now on.
     pub fn set_agent_reply(&mut self, reply: &str) {
         reply.clone_into(&mut self.cfg.agent_reply);
+    }
+
+    /// Whether each request served and each service connection ended is recorded (for
+    /// [`BackendServer::take_served`] and [`BackendServer::take_ended`]); on by default. A
+    /// long run that never reads the records turns it off, so they do not pile up (one per
+    /// connection).
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+        if !on {
+            self.served = Vec::new();
+            self.ended = Vec::new();
+        }
     }
 
     /// Requests served so far (drained).
@@ -227,7 +245,9 @@ impl<S: TcpStack> BackendServer<S> {
                 TcpEvent::Readable { id } | TcpEvent::PeerClosed { id } => self.readable(now, id),
                 TcpEvent::Writable { id } => self.fill(now, id),
                 TcpEvent::Closed { id, cause } => {
-                    if let Some(c) = self.conns.remove(&id) {
+                    if let Some(c) = self.conns.remove(&id)
+                        && self.recording
+                    {
                         self.ended.push((c.peer, cause));
                     }
                 }
@@ -282,13 +302,15 @@ impl<S: TcpStack> BackendServer<S> {
                 c.phase = Phase::Done;
                 return;
             };
-            self.served.push(ServedRecord {
-                at: now,
-                peer: c.peer,
-                client: c.client.map(|a| a.0),
-                proxied_to: c.client.map(|a| a.1),
-                size,
-            });
+            if self.recording {
+                self.served.push(ServedRecord {
+                    at: now,
+                    peer: c.peer,
+                    client: c.client.map(|a| a.0),
+                    proxied_to: c.client.map(|a| a.1),
+                    size,
+                });
+            }
             c.pending = http::response_head(200, "OK", size).into_bytes();
             c.phase = Phase::Sending {
                 sent: 0,
@@ -318,7 +340,7 @@ impl<S: TcpStack> BackendServer<S> {
         let Phase::Sending { sent, total } = &mut c.phase else {
             return;
         };
-        let mut chunk = Vec::new();
+        let mut chunk = std::mem::take(&mut self.chunk);
         while *sent < *total && c.budget > 0 {
             let room = self.stack.send_room(id);
             if room == 0 {
@@ -337,6 +359,8 @@ impl<S: TcpStack> BackendServer<S> {
                 break;
             }
         }
+        chunk.clear();
+        self.chunk = chunk;
         if *sent >= *total {
             c.phase = Phase::Done;
             let _ = self.stack.close(now, id);

@@ -135,10 +135,16 @@ pub fn pick_vip<T: Copy + Into<SocketAddr>>(
     rng: &mut (impl Rng + ?Sized),
 ) -> T {
     if let Some(share) = ipv6_share {
-        let (v6, v4): (Vec<T>, Vec<T>) = vips.iter().partition(|v| (**v).into().is_ipv6());
-        if !v6.is_empty() && !v4.is_empty() {
-            let fam = if rng.random::<f64>() < share { v6 } else { v4 };
-            return fam[rng.random_range(0..fam.len())];
+        let is_v6 = |v: &&T| (**v).into().is_ipv6();
+        let n6 = vips.iter().filter(is_v6).count();
+        let n4 = vips.len() - n6;
+        if n6 > 0 && n4 > 0 {
+            let want_v6 = rng.random::<f64>() < share;
+            let k = rng.random_range(0..if want_v6 { n6 } else { n4 });
+            // The k-th address of the family, in the order of `vips`.
+            if let Some(v) = vips.iter().filter(|v| is_v6(v) == want_v6).nth(k) {
+                return *v;
+            }
         }
     }
     vips[rng.random_range(0..vips.len())]
@@ -249,14 +255,10 @@ impl<S: TcpStack> ClientHost<S> {
             Some(d) => d.pick(now, rng).ok_or(StackError::NoDestination)?,
             None => pick_vip(&self.cfg.vips, self.cfg.ipv6_share, rng),
         };
-        let fam: Vec<IpAddr> = self
-            .cfg
-            .sources
-            .iter()
-            .copied()
-            .filter(|a| a.is_ipv4() == vip.is_ipv4())
-            .collect();
-        let Some(&src_ip) = fam.get(rng.random_range(0..fam.len().max(1))) else {
+        let same_family = |a: &&IpAddr| a.is_ipv4() == vip.is_ipv4();
+        let n = self.cfg.sources.iter().filter(same_family).count();
+        let k = rng.random_range(0..n.max(1));
+        let Some(&src_ip) = self.cfg.sources.iter().filter(same_family).nth(k) else {
             return Err(StackError::MixedFamilies {
                 local: SocketAddr::new(self.cfg.sources[0], 0),
                 remote: vip,

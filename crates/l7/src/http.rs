@@ -179,21 +179,38 @@ const PATTERN: &[u8; 52] = b"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxy
 
 /// Fills `out` with body bytes from offset `from`.
 pub fn fill_body(out: &mut Vec<u8>, from: u64, len: usize) {
-    let mut k = 0;
-    while k < len {
-        let start = ((from + k as u64) % 26) as usize;
-        let n = (len - k).min(26);
-        out.extend_from_slice(&PATTERN[start..start + n]);
-        k += n;
+    let base = out.len();
+    let start = (from % 26) as usize;
+    out.reserve(len);
+    out.extend_from_slice(&PATTERN[start..start + len.min(26)]);
+    // The body repeats every 26 bytes: copy what is written, in whole periods, until done.
+    while out.len() - base < len {
+        let have = out.len() - base;
+        let n = (have - have % 26).min(len - have);
+        out.extend_from_within(base..base + n);
     }
 }
 
+/// Bytes compared at once by [`check_body`]: a whole number of 26-byte periods.
+const CHECK_BLOCK: usize = 26 * 40;
+
+/// The body pattern over `CHECK_BLOCK` + 26 bytes, so a block can start at any phase.
+const LONG_PATTERN: [u8; CHECK_BLOCK + 26] = {
+    let mut p = [0u8; CHECK_BLOCK + 26];
+    let mut i = 0;
+    while i < p.len() {
+        p[i] = b'a' + (i % 26) as u8;
+        i += 1;
+    }
+    p
+};
+
 /// Whether `data` equals the body bytes from offset `from`.
 pub fn check_body(data: &[u8], from: u64) -> bool {
-    data.chunks(26).enumerate().all(|(i, c)| {
-        let start = ((from + 26 * i as u64) % 26) as usize;
-        c == &PATTERN[start..start + c.len()]
-    })
+    // Every block starts at the same phase (blocks are whole periods long).
+    let start = (from % 26) as usize;
+    data.chunks(CHECK_BLOCK)
+        .all(|c| c == &LONG_PATTERN[start..start + c.len()])
 }
 
 /// What an agent check reply says (HAProxy doc/configuration.txt, `agent-check`).
@@ -235,6 +252,42 @@ pub fn parse_agent(reply: &str) -> Vec<AgentWord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The body as the first version wrote it: 26 bytes at a time.
+    fn body_reference(from: u64, len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < len {
+            let start = ((from + k as u64) % 26) as usize;
+            let n = (len - k).min(26);
+            out.extend_from_slice(&PATTERN[start..start + n]);
+            k += n;
+        }
+        out
+    }
+
+    #[test]
+    fn fill_body_writes_the_pattern_from_any_offset() {
+        for from in [0u64, 1, 25, 26, 27, 1_000_003] {
+            for len in [0usize, 1, 25, 26, 27, 51, 52, 53, 1460, 16_384, 65_536] {
+                let mut out = vec![7u8; 3];
+                fill_body(&mut out, from, len);
+                assert_eq!(&out[..3], &[7, 7, 7]);
+                assert_eq!(
+                    out[3..],
+                    body_reference(from, len)[..],
+                    "from {from} len {len}"
+                );
+                assert!(check_body(&out[3..], from));
+                if len > 0 {
+                    let mut bad = out[3..].to_vec();
+                    bad[len - 1] ^= 1;
+                    assert!(!check_body(&bad, from), "from {from} len {len}");
+                }
+            }
+        }
+        assert_eq!(&LONG_PATTERN[..52], PATTERN);
+    }
 
     #[test]
     fn proxy_v1_round_trip_both_families() {

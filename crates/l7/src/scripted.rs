@@ -303,6 +303,16 @@ impl ScriptedStack {
                 self.events.push_back(TcpEvent::Closed { id, cause });
             }
             t.flags |= F_RELEASED;
+            if keep {
+                // TIME-WAIT holds no data to send, and often none left to read: its empty
+                // buffers go (a run keeps a minute of such connections).
+                for buf in [&mut t.snd_buf, &mut t.rcv_buf] {
+                    if buf.is_empty() {
+                        recycle(&mut self.spare, buf);
+                        *buf = VecDeque::new();
+                    }
+                }
+            }
         }
         if !keep {
             self.release(slot);
@@ -368,7 +378,7 @@ impl ScriptedStack {
         let Ok(builder) = PacketBuilder::new(t.local.ip(), t.remote.ip()) else {
             return; // families were checked when the connection was created
         };
-        let mut pkt = Vec::new();
+        let mut pkt = tierlab_wire::pool::take(payload.len() + 80);
         if builder.tcp_into(&repr, payload, &mut pkt).is_ok() {
             self.out.push_back(pkt);
         }
@@ -1151,13 +1161,14 @@ impl TcpStack for ScriptedStack {
         let Transport::Tcp(seg) = p.transport else {
             return Err(StackError::NotTcp(p.proto().into()));
         };
-        if !self.addrs.contains(&p.dst()) {
-            return Err(StackError::NotLocal(p.dst()));
-        }
         let local = SocketAddr::new(p.dst(), seg.dport);
         let remote = SocketAddr::new(p.src(), seg.sport);
+        // A known connection's local address is the host's (connections are only made from
+        // and to its addresses), so the address list (hundreds on the clients' host) is
+        // scanned only for segments of no connection.
         match self.map.get(&(local, remote)) {
             Some(&slot) => self.segment(now, slot, &seg, p.payload),
+            None if !self.addrs.contains(&p.dst()) => return Err(StackError::NotLocal(p.dst())),
             None => self.no_conn(now, local, remote, &seg, p.payload),
         }
         Ok(())

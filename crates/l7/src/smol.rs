@@ -624,19 +624,21 @@ impl TcpStack for SmolStack {
         let Transport::Tcp(seg) = p.transport else {
             return Err(StackError::NotTcp(p.proto().into()));
         };
-        let iface = self
-            .iface_of(p.dst())
-            .ok_or_else(|| StackError::NotLocal(p.dst()))?;
         let local = SocketAddr::new(p.dst(), seg.dport);
         let remote = SocketAddr::new(p.src(), seg.sport);
         let bytes = &packet[..p.len];
         let cause = Cause::Packet {
             rst: seg.flags.rst(),
         };
+        // A known connection's local address is one of the host's: the interface list
+        // (hundreds on the clients' host) is searched only for segments of no connection.
         if let Some(&slot) = self.map.get(&(local, remote)) {
             self.poll_conn(now, slot, Some(bytes), cause);
             return Ok(());
         }
+        let iface = self
+            .iface_of(p.dst())
+            .ok_or_else(|| StackError::NotLocal(p.dst()))?;
         if seg.flags.syn()
             && !seg.flags.ack()
             && !seg.flags.rst()

@@ -137,6 +137,8 @@ pub struct Lab {
     announcing: Vec<u32>,
     /// Each router's hash seed.
     router_seeds: BTreeMap<NodeId, HashSeed>,
+    /// Whether backends record each request served (see [`Lab::set_backend_records`]).
+    backend_records: bool,
 }
 
 impl core::fmt::Debug for Lab {
@@ -460,6 +462,7 @@ impl Lab {
             router_seeds: BTreeMap::new(),
             control: None,
             pending_withdrawals: Vec::new(),
+            backend_records: true,
         };
         lab.edge = lab.net.add_segment(link);
         lab.core = lab.net.add_segment(link);
@@ -589,7 +592,20 @@ impl Lab {
             .attach(self.back, id, &[backend_addr(&self.scenario, b).into()])
             .map_err(|e| cfg_err("backend segment", e))?;
         self.register(NodeKind::Backend, b, id);
+        if !self.backend_records {
+            self.ops.backend_recording(&mut self.net, id, false);
+        }
         Ok(())
+    }
+
+    /// Whether the backends, present and future, record each request served and each
+    /// connection ended (`BackendServer::take_served`, `take_ended`; on by default). A run
+    /// that never reads them turns this off: kept, they grow by one record per connection.
+    pub fn set_backend_records(&mut self, on: bool) {
+        self.backend_records = on;
+        for &id in &self.nodes.backends {
+            self.ops.backend_recording(&mut self.net, id, on);
+        }
     }
 
     /// The internet router and the clients' host.
@@ -1154,6 +1170,8 @@ pub(crate) trait StackOps {
     fn proxy_monitor_ok(&self, net: &Network, id: NodeId) -> bool;
     /// Writes a proxy's local agent file (`up` or not).
     fn proxy_set_agent(&self, net: &mut Network, id: NodeId, up: bool);
+    /// Turns a backend's records of requests served on or off.
+    fn backend_recording(&self, net: &mut Network, id: NodeId, on: bool);
 }
 
 struct Ops<S>(std::marker::PhantomData<S>);
@@ -1193,6 +1211,12 @@ impl<S: TcpStack + 'static> StackOps for Ops<S> {
     fn proxy_set_agent(&self, net: &mut Network, id: NodeId, up: bool) {
         if let Some(n) = net.node_mut::<ProxyNode<S>>(id) {
             n.proxy.set_agent_up(up);
+        }
+    }
+
+    fn backend_recording(&self, net: &mut Network, id: NodeId, on: bool) {
+        if let Some(n) = net.node_mut::<BackendNode<S>>(id) {
+            n.server.set_recording(on);
         }
     }
 }

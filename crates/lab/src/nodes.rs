@@ -319,6 +319,7 @@ impl Node for DirectorNode {
             }
         }
         self.alarm.update(self.director.poll_timeout(), out);
+        tierlab_wire::pool::give(packet);
     }
 
     fn handle_timer(&mut self, now: Instant, token: u64, out: &mut Outbox) {
@@ -426,6 +427,7 @@ impl<S: TcpStack + 'static> Node for ProxyNode<S> {
     ) {
         self.proxy.handle_packet(now, &packet);
         self.flush(now, Some(&packet), out);
+        tierlab_wire::pool::give(packet);
     }
 
     fn handle_timer(&mut self, now: Instant, token: u64, out: &mut Outbox) {
@@ -480,6 +482,7 @@ impl<S: TcpStack + 'static> Node for BackendNode<S> {
         if self.server.handle_packet(now, &packet).is_err() {
             out.drop_packet(DropReason::NoSocket);
         }
+        tierlab_wire::pool::give(packet);
         self.flush(out);
     }
 
@@ -546,6 +549,7 @@ impl<S: TcpStack + 'static> Node for ClientNode<S> {
         {
             out.drop_packet(DropReason::NoSocket);
         }
+        tierlab_wire::pool::give(packet);
         self.flush(out);
     }
 

@@ -389,6 +389,8 @@ fn run_inner<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
     out: Option<&mut ClientRecords>,
 ) -> Result<RunReport, LabError> {
     let mut lab = Lab::build(s, stack)?;
+    // The report reads the clients' records only.
+    lab.set_backend_records(false);
     let traced = trace.is_some();
     if let Some(t) = trace {
         let filter = if t.nodes.is_empty() {

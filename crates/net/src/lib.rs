@@ -6,8 +6,7 @@
 //! - [`ids`]: index newtypes [`NodeId`], [`IfaceId`], [`LinkId`].
 //! - [`node`]: the [`Node`] trait (packet or timer in → packets, timers and drops out through an
 //!   [`Outbox`]).
-//! - [`queue`]: the event queue, ordered by (time, insertion sequence); events due at the same
-//!   instant are grouped, so many timers at few distinct deadlines cost little.
+//! - [`queue`]: the event queue, a binary heap ordered by (time, insertion sequence).
 //! - [`drop`](mod@drop): [`DropReason`] and per-node, per-reason counters.
 //! - [`trace`]: which packets go to the pcap tap ([`TraceFilter`]).
 //! - [`network`]: the [`Network`]: nodes, point-to-point links and shared segments (latency,

@@ -1,9 +1,10 @@
 //! The network: nodes, links and segments, delivery, accounting and tracing.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 
+use foldhash::fast::FixedState;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tierlab_wire::pcap::PcapWriter;
@@ -98,7 +99,9 @@ struct Attachment {
 enum Medium {
     PointToPoint([Attachment; 2]),
     Segment {
-        owners: BTreeMap<IpAddr, Attachment>,
+        /// Who owns each address (looked up per packet, never iterated: the hash order
+        /// reaches no output).
+        owners: HashMap<IpAddr, Attachment, FixedState>,
     },
 }
 
@@ -256,7 +259,7 @@ impl Network {
     pub fn add_segment(&mut self, spec: LinkSpec) -> LinkId {
         self.links.push(Link {
             medium: Medium::Segment {
-                owners: BTreeMap::new(),
+                owners: HashMap::default(),
             },
             spec,
             up: true,
@@ -482,8 +485,10 @@ impl Network {
                 }
                 if !self.links[link.0 as usize].up {
                     self.network_drop(from, DropReason::LinkDown, watched);
+                    tierlab_wire::pool::give(packet);
                 } else if !self.nodes[to.node.0 as usize].up {
                     self.network_drop(to.node, DropReason::NodeDown, watched);
+                    tierlab_wire::pool::give(packet);
                 } else {
                     self.acct.delivered += 1;
                     if let (true, Some((_, w))) = (watched, &mut self.watch) {
@@ -526,10 +531,13 @@ impl Network {
             self.queue
                 .push(at.max(self.now), Event::Timer { node, token });
         }
-        let sends: Vec<Send> = out.sends.drain(..).collect();
-        for s in sends {
+        // The node's sends leave in order; the outbox keeps its allocation (no vector per
+        // event).
+        let mut sends = std::mem::take(&mut out.sends);
+        for s in sends.drain(..) {
             self.transmit(node, s);
         }
+        out.sends = sends;
     }
 
     fn transmit(&mut self, from: NodeId, s: Send) {
@@ -583,7 +591,7 @@ impl Network {
             w.in_flight += 1;
         }
         let origin = s.origin.unwrap_or(from);
-        self.queue.push(
+        self.queue.push_in_order(
             at,
             Event::Deliver {
                 link,

@@ -15,6 +15,7 @@
 //! - [`packet`]: whole packets ([`Packet::parse`], [`PacketBuilder`]).
 //! - [`frag`]: IPv4 fragmentation as Linux's `ip_do_fragment` does it, and reassembly.
 //! - [`pcap`]: a pcap writer (and reader) with link type RAW and nanosecond timestamps.
+//! - [`pool`]: recycled packet buffers (a per-thread free list builders take from).
 //!
 //! ## Panic contract
 //! No parser panics on any input bytes: each returns a [`WireError`] saying which layer, at
@@ -41,6 +42,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod packet;
 pub mod pcap;
+pub mod pool;
 pub mod proto;
 pub mod rng;
 pub mod tcp;

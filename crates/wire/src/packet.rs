@@ -400,7 +400,7 @@ impl PacketBuilder {
     /// # Errors
     /// [`WireError::Build`] when the packet would exceed 65,535 bytes.
     pub fn tcp(&self, tcp: &TcpRepr, payload: &[u8]) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = crate::pool::take(0);
         self.tcp_into(tcp, payload, &mut out)?;
         Ok(out)
     }
@@ -420,7 +420,7 @@ impl PacketBuilder {
     /// # Errors
     /// [`WireError::Build`] when too long.
     pub fn udp(&self, udp: &UdpRepr, payload: &[u8]) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = crate::pool::take(0);
         let off = self.start(
             &mut out,
             IpProto::Udp,
@@ -438,7 +438,7 @@ impl PacketBuilder {
         if !self.ip.is_ipv4() {
             return Err(WireError::Build("ICMP (v4) over IPv6"));
         }
-        let mut out = Vec::new();
+        let mut out = crate::pool::take(0);
         let off = self.start(&mut out, IpProto::Icmp, icmp::HEADER_LEN + body.len())?;
         msg.emit(&mut out[off..], body)?;
         Ok(out)
@@ -452,7 +452,7 @@ impl PacketBuilder {
         let IpHeader::V6(h) = self.ip else {
             return Err(WireError::Build("ICMPv6 over IPv4"));
         };
-        let mut out = Vec::new();
+        let mut out = crate::pool::take(0);
         let off = self.start(&mut out, IpProto::Icmpv6, icmp::HEADER_LEN + body.len())?;
         msg.emit(&mut out[off..], body, h.src, h.dst)?;
         Ok(out)
@@ -464,7 +464,7 @@ impl PacketBuilder {
     /// # Errors
     /// [`WireError::Build`] when too long.
     pub fn raw(&self, proto: IpProto, payload: &[u8]) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = crate::pool::take(0);
         self.raw_into(proto, payload, &mut out)?;
         Ok(out)
     }
