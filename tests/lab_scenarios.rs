@@ -88,3 +88,34 @@ fn scenario_files_are_the_suite_runs() {
         assert!(tierlab::lab::suite::by_name(run.name).is_some());
     }
 }
+
+/// The scale runs of `examples/scale/` (docs/performance.md, "Scale runs") load, and run
+/// shrunk to a few hundred connections with their timeline scaled down: every connection
+/// ends, and the disruption comes while connections are open.
+#[test]
+fn the_scale_scenarios_load_and_run_shrunk() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/scale");
+    for (name, smol) in [("scale_1m_scripted", false), ("scale_20k_smoltcp", true)] {
+        let mut s = load(&dir.join(format!("{name}.toml")));
+        assert_eq!(s.events.len(), 1, "{name}: one disruption");
+        // A tenth of the clients, 600 connections, the disruption while the first ones run.
+        s.workload.clients = (s.workload.clients / 10).max(20);
+        s.workload.max_connections = Some(600);
+        s.events[0].at_s = 0.2;
+        s.duration_s = 40.0;
+        let r = if smol {
+            run(&s, || {
+                tierlab::l7::SmolStack::new(tierlab::l7::SmolConfig::default())
+            })
+        } else {
+            run(&s, || ScriptedStack::new(ScriptedConfig::default()))
+        }
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = &r.connections;
+        assert_eq!((c.started, c.open_at_end), (600, 0), "{name}: {c:?}");
+        assert!(
+            r.events[0].active_before > 0,
+            "{name}: the event hits traffic"
+        );
+    }
+}

@@ -400,7 +400,7 @@ impl PacketBuilder {
     /// # Errors
     /// [`WireError::Build`] when the packet would exceed 65,535 bytes.
     pub fn tcp(&self, tcp: &TcpRepr, payload: &[u8]) -> Result<Vec<u8>> {
-        let mut out = crate::pool::take(0);
+        let mut out = crate::pool::take(ipv6::HEADER_LEN + tcp.header_len() + payload.len());
         self.tcp_into(tcp, payload, &mut out)?;
         Ok(out)
     }
@@ -410,9 +410,12 @@ impl PacketBuilder {
     /// # Errors
     /// As [`PacketBuilder::tcp`].
     pub fn tcp_into(&self, tcp: &TcpRepr, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
-        let l4 = tcp.header_len() + payload.len();
-        let off = self.start(out, IpProto::Tcp, l4)?;
-        tcp.emit(&mut out[off..], payload, self.ip.src(), self.ip.dst())
+        let hlen = tcp.header_len();
+        let l4 = hlen + payload.len();
+        // Headers on a zeroed prefix, the payload appended once (no zero-fill under it).
+        let off = self.start_prefix(out, IpProto::Tcp, l4, hlen)?;
+        out.extend_from_slice(payload);
+        tcp.emit_around_payload(&mut out[off..], self.ip.src(), self.ip.dst())
     }
 
     /// Builds a UDP datagram.
@@ -420,7 +423,7 @@ impl PacketBuilder {
     /// # Errors
     /// [`WireError::Build`] when too long.
     pub fn udp(&self, udp: &UdpRepr, payload: &[u8]) -> Result<Vec<u8>> {
-        let mut out = crate::pool::take(0);
+        let mut out = crate::pool::take(ipv6::HEADER_LEN + crate::udp::HEADER_LEN + payload.len());
         let off = self.start(
             &mut out,
             IpProto::Udp,
@@ -438,7 +441,7 @@ impl PacketBuilder {
         if !self.ip.is_ipv4() {
             return Err(WireError::Build("ICMP (v4) over IPv6"));
         }
-        let mut out = crate::pool::take(0);
+        let mut out = crate::pool::take(ipv6::HEADER_LEN + icmp::HEADER_LEN + body.len());
         let off = self.start(&mut out, IpProto::Icmp, icmp::HEADER_LEN + body.len())?;
         msg.emit(&mut out[off..], body)?;
         Ok(out)
@@ -452,7 +455,7 @@ impl PacketBuilder {
         let IpHeader::V6(h) = self.ip else {
             return Err(WireError::Build("ICMPv6 over IPv4"));
         };
-        let mut out = crate::pool::take(0);
+        let mut out = crate::pool::take(ipv6::HEADER_LEN + icmp::HEADER_LEN + body.len());
         let off = self.start(&mut out, IpProto::Icmpv6, icmp::HEADER_LEN + body.len())?;
         msg.emit(&mut out[off..], body, h.src, h.dst)?;
         Ok(out)
@@ -464,7 +467,7 @@ impl PacketBuilder {
     /// # Errors
     /// [`WireError::Build`] when too long.
     pub fn raw(&self, proto: IpProto, payload: &[u8]) -> Result<Vec<u8>> {
-        let mut out = crate::pool::take(0);
+        let mut out = crate::pool::take(ipv6::HEADER_LEN + payload.len());
         self.raw_into(proto, payload, &mut out)?;
         Ok(out)
     }
@@ -498,18 +501,33 @@ impl PacketBuilder {
 
     /// Clears `out`, sizes it for the packet, writes the IP header; returns the payload offset.
     fn start(&self, out: &mut Vec<u8>, proto: IpProto, l4_len: usize) -> Result<usize> {
+        self.start_prefix(out, proto, l4_len, l4_len)
+    }
+
+    /// Clears `out`, writes the IP header of a packet carrying `l4_len` bytes of `proto`,
+    /// followed by `zeroed` zero bytes (the part of the upper layer the caller writes in
+    /// place; it appends the rest). Returns the IP header's length.
+    fn start_prefix(
+        &self,
+        out: &mut Vec<u8>,
+        proto: IpProto,
+        l4_len: usize,
+        zeroed: usize,
+    ) -> Result<usize> {
         out.clear();
         match self.ip {
             IpHeader::V4(mut h) => {
                 h.proto = proto;
                 let hl = h.header_len();
-                out.resize(hl + l4_len, 0);
+                out.reserve(hl + l4_len);
+                out.resize(hl + zeroed, 0);
                 h.emit(out, l4_len)?;
                 Ok(hl)
             }
             IpHeader::V6(mut h) => {
                 h.next_header = proto;
-                out.resize(ipv6::HEADER_LEN + l4_len, 0);
+                out.reserve(ipv6::HEADER_LEN + l4_len);
+                out.resize(ipv6::HEADER_LEN + zeroed, 0);
                 h.emit(out, l4_len)?;
                 Ok(ipv6::HEADER_LEN)
             }

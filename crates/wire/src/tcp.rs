@@ -235,6 +235,22 @@ impl TcpRepr {
             return Err(WireError::Build("buffer shorter than the TCP segment"));
         }
         let seg = &mut buf[..len];
+        seg[hlen..].copy_from_slice(payload);
+        self.emit_around_payload(seg, src, dst)
+    }
+
+    /// Like [`TcpRepr::emit`] for a segment whose payload is already in place: `seg` is the
+    /// whole segment, `header_len()` bytes for the header (whatever they hold: every one is
+    /// written) and then the payload.
+    ///
+    /// # Errors
+    /// [`WireError::Build`] when `seg` is shorter than the header, or mixed address
+    /// families.
+    pub fn emit_around_payload(&self, seg: &mut [u8], src: IpAddr, dst: IpAddr) -> Result<()> {
+        let hlen = self.header_len();
+        if seg.len() < hlen {
+            return Err(WireError::Build("buffer shorter than the TCP header"));
+        }
         {
             let mut v = MutableTcpPacket::new(seg).ok_or(WireError::Build("short TCP buffer"))?;
             v.set_source(self.sport);
@@ -261,7 +277,7 @@ impl TcpRepr {
             seg[o..o + 4].copy_from_slice(&[1, 3, 3, ws]);
             o += 4;
         }
-        seg[o..].copy_from_slice(payload);
+        debug_assert_eq!(o, hlen);
         let c = transport_checksum(seg, 16, src, dst, 6)?;
         seg[16..18].copy_from_slice(&c.to_be_bytes());
         Ok(())
