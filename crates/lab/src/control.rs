@@ -119,11 +119,7 @@ impl ControlPlane {
             advertised.insert(d, Advert::Announce(hc_cfg.up_med));
             let mut k = Keepalived::new(ka_cfg);
             for &p in proxies {
-                k.add_real(
-                    p,
-                    true,
-                    Instant::ZERO + phase_of(&mut rng, ka_cfg.delay_loop),
-                );
+                k.add_real(p, true, Instant::ZERO + phase(&mut rng, ka_cfg.delay_loop));
             }
             keepalived.insert(d, k);
         }
@@ -189,10 +185,6 @@ impl ControlPlane {
 /// A random phase in `[0, period)`.
 fn phase(rng: &mut SimRng, period: Duration) -> Duration {
     Duration::from_nanos(rng.random_range(0..period.as_nanos().max(1)))
-}
-
-fn phase_of(rng: &mut SimRng, period: Duration) -> Duration {
-    phase(rng, period)
 }
 
 /// New connections go to a name resolved through the client host's cache.
@@ -268,12 +260,11 @@ impl Lab {
     fn control_step(&mut self, now: Instant) -> Result<(), LabError> {
         // Without the control plane: a failed director leaves the routers at its hold time.
         self.pending_withdrawals.sort_unstable();
-        while let Some(&(at, d)) = self
+        while let Some(&(_, d)) = self
             .pending_withdrawals
             .first()
             .filter(|(at, _)| *at <= now)
         {
-            let _ = at;
             self.pending_withdrawals.remove(0);
             self.withdraw_director(d)?;
         }
