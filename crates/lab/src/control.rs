@@ -114,8 +114,8 @@ impl ControlPlane {
             for fam in Family::ALL {
                 fabric.preload(d, fam, hc_cfg.up_med);
             }
-            let phase = phase(&mut rng, hc_cfg.interval);
-            hc.insert(d, Healthcheck::up(hc_cfg, Instant::ZERO + phase));
+            let first_tick = Instant::ZERO + phase(&mut rng, hc_cfg.interval);
+            hc.insert(d, Healthcheck::up(hc_cfg, first_tick));
             advertised.insert(d, Advert::Announce(hc_cfg.up_med));
             let mut k = Keepalived::new(ka_cfg);
             for &p in proxies {
