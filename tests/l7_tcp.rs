@@ -375,3 +375,58 @@ fn smoltcp_transfer_and_reset_of_unknown_flow() {
     assert_eq!((r.flags, r.seq), (TcpFlags::RST, TcpSeq(99)));
     assert!(matches!(p.b.poll_event(), Some(TcpEvent::ResetSent { .. })));
 }
+
+/// A relay on host B: bytes A sends on one connection are spliced by B into a second
+/// connection back to A, and arrive intact and in order, whatever the buffers' room.
+fn splice_relays_a_stream<S: TcpStack>(mut p: Pair<S>) {
+    let (a1, b1) = p.connect();
+    let a2 = p.a.connect(p.now, sa(A, 40_001), sa(B, 80)).unwrap();
+    p.run(p.now + Duration::from_millis(10));
+    let b2 = p
+        .ev_b
+        .iter()
+        .find_map(|e| match e {
+            TcpEvent::Accepted { id, .. } if *id != b1 => Some(*id),
+            _ => None,
+        })
+        .expect("second connection accepted");
+    let data: Vec<u8> = (0..150_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (mut sent, mut got, mut spliced) = (0, Vec::new(), 0);
+    for _ in 0..400 {
+        if sent < data.len() {
+            sent += p.a.send(p.now, a1, &data[sent..]).unwrap();
+        }
+        p.run(p.now + Duration::from_millis(5));
+        let (queued, room) = (p.b.recv_queue(b1), p.b.send_room(b2));
+        let n = p.b.splice(p.now, b1, b2, usize::MAX).unwrap();
+        assert_eq!(n, queued.min(room), "moves all it can, no more");
+        spliced += n;
+        p.run(p.now + Duration::from_millis(5));
+        let n = p.a.recv_queue(a2);
+        p.a.recv(p.now, a2, &mut got, n).unwrap();
+        if got.len() == data.len() {
+            break;
+        }
+    }
+    assert_eq!(spliced, data.len());
+    assert!(got == data, "relayed bytes differ");
+    // A connection that can no longer send takes nothing.
+    p.b.close(p.now, b2).unwrap();
+    p.a.send(p.now, a1, b"late").unwrap();
+    p.run(p.now + Duration::from_millis(10));
+    assert_eq!(p.b.splice(p.now, b1, b2, usize::MAX).unwrap(), 0);
+    assert_eq!(p.b.recv_queue(b1), 4);
+}
+
+#[test]
+fn scripted_splice_relays_a_stream() {
+    splice_relays_a_stream(Pair::new(scripted(), scripted()));
+}
+
+#[test]
+fn default_splice_relays_a_stream_over_smoltcp() {
+    splice_relays_a_stream(Pair::new(
+        SmolStack::new(SmolConfig::default()),
+        SmolStack::new(SmolConfig::default()),
+    ));
+}

@@ -700,6 +700,28 @@ impl HashInput {
         self
     }
 
+    /// What the kernel's hash reads from a packet's bytes, as [`Self::from_packet`] on the
+    /// parsed packet gives it. A whole TCP packet without IPv6 extension headers (almost
+    /// every packet of a run) is read through the checked views, without parsing the rest;
+    /// anything else goes through [`Packet::parse`].
+    ///
+    /// # Errors
+    /// The bytes are not a well-formed IP packet (or TCP header).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, tierlab_wire::WireError> {
+        let v = tierlab_wire::view::IpView::new_checked(bytes, false)?;
+        let next_header = if v.is_ipv4() { bytes[9] } else { bytes[6] };
+        if v.proto() == IpProto::Tcp && next_header == 6 && !v.is_fragment() {
+            v.tcp()?;
+            return Ok(Self {
+                flow: v.flow_key(),
+                next_header,
+                icmp_quote: None,
+                l4_hash: None,
+            });
+        }
+        Packet::parse(bytes, false).map(|p| Self::from_packet(&p))
+    }
+
     /// What the kernel's hash reads from a parsed packet: fragments have no ports (the flow
     /// dissector stops at a fragment), and ICMP errors carry their quoted header.
     pub fn from_packet(p: &Packet<'_>) -> Self {
@@ -786,6 +808,59 @@ mod tests {
         let len = 80 - (8 + 32 - 2 * n);
         let h = siphash24(&keys[8..8 + len], SipKey::from_multipath_seed(seed)) as u32;
         if h == 0 { 1 } else { h }
+    }
+
+    #[test]
+    fn hash_input_from_bytes_is_hash_input_of_the_parsed_packet() {
+        use tierlab_wire::icmp::{IcmpError, build_error};
+        use tierlab_wire::udp::UdpRepr;
+        use tierlab_wire::{PacketBuilder, TcpFlags, TcpRepr, TcpSeq};
+        let seg = TcpRepr {
+            sport: 41_000,
+            dport: 80,
+            seq: TcpSeq(7),
+            flags: TcpFlags::ACK,
+            mss: Some(1460),
+            ..TcpRepr::default()
+        };
+        let v4 = PacketBuilder::new([203, 0, 113, 9].into(), [198, 51, 100, 1].into()).unwrap();
+        let (a6, b6): (IpAddr, IpAddr) = (
+            "2001:db8::9".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        );
+        let v6 = PacketBuilder::new(a6, b6).unwrap().flow_label(0x5_4321);
+        let tcp4 = v4.tcp(&seg, &[1u8; 3000]).unwrap();
+        let tcp6 = v6.tcp(&seg, b"hello").unwrap();
+        let udp = UdpRepr {
+            sport: 5353,
+            dport: 53,
+        };
+        let mut cases = vec![
+            tcp4.clone(),
+            tcp6,
+            v4.udp(&udp, b"q").unwrap(),
+            build_error(
+                &tcp4,
+                [192, 0, 2, 1].into(),
+                IcmpError::TooBig { mtu: 1400 },
+                1,
+            )
+            .unwrap()
+            .unwrap(),
+        ];
+        cases.extend(tierlab_wire::frag::fragment_v4(&tcp4, 1500, true).unwrap());
+        let mut bad_offset = tcp4.clone();
+        bad_offset[20 + 12] = 0x20; // TCP data offset 2: below the fixed header
+        cases.push(bad_offset);
+        cases.push(tcp4[..30].to_vec());
+        for (i, bytes) in cases.iter().enumerate() {
+            let slow = Packet::parse(bytes, false).map(|p| HashInput::from_packet(&p));
+            let fast = HashInput::from_bytes(bytes);
+            assert_eq!(fast.is_ok(), slow.is_ok(), "case {i}");
+            if let (Ok(f), Ok(s)) = (fast, slow) {
+                assert_eq!(f, s, "case {i}");
+            }
+        }
     }
 
     #[test]

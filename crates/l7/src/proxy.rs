@@ -846,12 +846,9 @@ impl<S: TcpStack> Proxy<S> {
                 let _ = self.stack.send(now, to, &[]);
                 return;
             }
-            let n = avail.min(room);
-            let mut b = std::mem::take(&mut self.buf);
-            b.clear();
-            let _ = self.stack.recv(now, from, &mut b, n);
-            let _ = self.stack.send(now, to, &b);
-            self.buf = b;
+            if !matches!(self.stack.splice(now, from, to, avail), Ok(n) if n > 0) {
+                return;
+            }
         }
     }
 

@@ -23,8 +23,9 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use foldhash::fast::FixedState;
+use tierlab_wire::view::IpView;
 use tierlab_wire::{
-    Duration, Instant, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq, Transport, Verify,
+    Duration, Instant, IpProto, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq, Transport, Verify,
 };
 
 use crate::stack::{
@@ -130,6 +131,41 @@ const F_PASSIVE: u16 = 1 << 7;
 const F_PERSIST: u16 = 1 << 8;
 const F_RETRANSMITTED: u16 = 1 << 9;
 
+/// A connection's 4-tuple packed for the connection map: hashing two `SocketAddr`s field by
+/// field (enum tags, then addresses, ports, IPv6 flow information and scope) cost more than
+/// the rest of a lookup. Both ends are of one family (`connect` checks).
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+enum ConnKey {
+    /// Local address and port in the high 48 bits, remote ones in the low 48.
+    V4(u128),
+    /// Local address, remote address, local port << 16 | remote port.
+    V6(u128, u128, u32),
+}
+
+impl ConnKey {
+    fn new(local: SocketAddr, remote: SocketAddr) -> Self {
+        let ports = u32::from(local.port()) << 16 | u32::from(remote.port());
+        match (local.ip(), remote.ip()) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => Self::V4(
+                u128::from(l.to_bits()) << 80
+                    | u128::from(local.port()) << 64
+                    | u128::from(r.to_bits()) << 16
+                    | u128::from(remote.port()),
+            ),
+            (l, r) => Self::V6(v6_bits(l), v6_bits(r), ports),
+        }
+    }
+}
+
+/// An address as 128 bits (IPv4 as its IPv4-mapped IPv6 form; only used for a mixed pair,
+/// which no connection has).
+fn v6_bits(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(a) => a.to_bits(),
+    }
+}
+
 /// One connection's transmission control block.
 #[derive(Debug)]
 struct Tcb {
@@ -196,7 +232,7 @@ pub struct ScriptedStack {
     slots: Vec<Option<Tcb>>,
     generations: Vec<u32>,
     free: Vec<u32>,
-    map: HashMap<(SocketAddr, SocketAddr), u32, FixedState>,
+    map: HashMap<ConnKey, u32, FixedState>,
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<TcpEvent>,
@@ -230,7 +266,7 @@ impl ScriptedStack {
 
     /// The state of a connection still in the table (TIME-WAIT included), by 4-tuple.
     pub fn state_of(&self, local: SocketAddr, remote: SocketAddr) -> Option<State> {
-        let slot = *self.map.get(&(local, remote))?;
+        let slot = *self.map.get(&ConnKey::new(local, remote))?;
         self.slots[slot as usize].as_ref().map(|t| t.state)
     }
 
@@ -267,7 +303,7 @@ impl ScriptedStack {
     }
 
     fn alloc(&mut self, tcb: Tcb) -> u32 {
-        let key = (tcb.local, tcb.remote);
+        let key = ConnKey::new(tcb.local, tcb.remote);
         let slot = if let Some(s) = self.free.pop() {
             self.slots[s as usize] = Some(tcb);
             s
@@ -286,7 +322,7 @@ impl ScriptedStack {
             t.rcv_buf.clear();
             recycle(&mut self.spare, &mut t.snd_buf);
             recycle(&mut self.spare, &mut t.rcv_buf);
-            self.map.remove(&(t.local, t.remote));
+            self.map.remove(&ConnKey::new(t.local, t.remote));
             let g = &mut self.generations[slot as usize];
             *g = g.wrapping_add(1);
             self.free.push(slot);
@@ -930,6 +966,62 @@ impl ScriptedStack {
         }
         self.arm_rto(slot, now);
     }
+    /// Refuses a send on a connection that has queued its FIN or is past sending.
+    fn check_can_send(&self, slot: u32, id: ConnId) -> Result<(), StackError> {
+        let t = self.slots[slot as usize].as_ref().expect("caller checked");
+        if t.has(F_FIN_QUEUED)
+            || !matches!(
+                t.state,
+                State::SynSent | State::Established | State::CloseWait
+            )
+        {
+            return Err(StackError::InvalidState { id, what: "send" });
+        }
+        Ok(())
+    }
+
+    /// Appends up to `max` bytes of `parts` (in order) to the send buffer, as far as it has
+    /// room; returns how many. A write that leaves the buffer full (or could not take
+    /// everything) asks for a `Writable` event.
+    fn queue(&mut self, slot: u32, parts: [&[u8]; 2], max: usize) -> usize {
+        let cap = self.cfg.snd_buf as usize;
+        let t = self.slots[slot as usize].as_mut().expect("caller checked");
+        let total = (parts[0].len() + parts[1].len()).min(max);
+        let n = total.min(cap.saturating_sub(t.snd_buf.len()));
+        if t.snd_buf.capacity() == 0
+            && n > 0
+            && let Some(b) = self.spare.pop()
+        {
+            t.snd_buf = b;
+        }
+        let first = n.min(parts[0].len());
+        t.snd_buf.extend(&parts[0][..first]);
+        t.snd_buf.extend(&parts[1][..n - first]);
+        if n < total || t.snd_buf.len() >= cap {
+            t.flags |= F_WANT_WRITE;
+        }
+        n
+    }
+
+    /// After the application read `n` bytes: an emptied buffer goes back to the spares, and
+    /// a window update is sent when the window grew by min(RCV.BUFF/2, MSS) (RFC 1122
+    /// §4.2.3.3).
+    fn after_read(&mut self, slot: u32, n: usize) {
+        let cap = self.cfg.rcv_buf;
+        let t = self.slots[slot as usize].as_mut().expect("caller checked");
+        recycle(&mut self.spare, &mut t.rcv_buf);
+        let adv = t.rcv_adv.diff(t.rcv_nxt).max(0) as u32;
+        let now_wnd = t.rcv_wnd(cap);
+        if n > 0
+            && matches!(
+                t.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            )
+            && now_wnd.saturating_sub(adv) >= (cap / 2).min(u32::from(t.mss))
+        {
+            self.send_ack(slot);
+        }
+    }
 }
 
 /// Most empty buffers kept for reuse (avoids a malloc/free and page faults per connection).
@@ -972,7 +1064,7 @@ impl TcpStack for ScriptedStack {
         if !self.addrs.contains(&local.ip()) {
             return Err(StackError::NotLocal(local.ip()));
         }
-        if self.map.contains_key(&(local, remote)) {
+        if self.map.contains_key(&ConnKey::new(local, remote)) {
             return Err(StackError::AddrInUse { local, remote });
         }
         let mut t = self.new_tcb(local, remote, now, State::SynSent);
@@ -986,29 +1078,48 @@ impl TcpStack for ScriptedStack {
 
     fn send(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
         let slot = self.slot_of(id)?;
-        let cap = self.cfg.snd_buf as usize;
-        let t = self.slots[slot as usize].as_mut().expect("checked");
-        if t.has(F_FIN_QUEUED)
-            || !matches!(
-                t.state,
-                State::SynSent | State::Established | State::CloseWait
-            )
-        {
-            return Err(StackError::InvalidState { id, what: "send" });
-        }
-        let n = data.len().min(cap.saturating_sub(t.snd_buf.len()));
-        if t.snd_buf.capacity() == 0
-            && n > 0
-            && let Some(b) = self.spare.pop()
-        {
-            t.snd_buf = b;
-        }
-        t.snd_buf.extend(&data[..n]);
-        if n < data.len() || t.snd_buf.len() >= cap {
-            t.flags |= F_WANT_WRITE;
-        }
+        self.check_can_send(slot, id)?;
+        let n = self.queue(slot, [data, &[]], data.len());
         self.flush(slot, now);
         Ok(n)
+    }
+
+    fn splice(
+        &mut self,
+        now: Instant,
+        from: ConnId,
+        to: ConnId,
+        max: usize,
+    ) -> Result<usize, StackError> {
+        let src = self
+            .tcb_read(from)
+            .map(|_| from.slot)
+            .ok_or(StackError::UnknownConn(from))?;
+        let dst = self.slot_of(to)?;
+        let n = max.min(self.recv_queue(from)).min(self.send_room(to));
+        if n == 0 || src == dst || self.check_can_send(dst, to).is_err() {
+            return Ok(0);
+        }
+        let mut bytes =
+            std::mem::take(&mut self.slots[src as usize].as_mut().expect("checked").rcv_buf);
+        let t = self.slots[dst as usize].as_mut().expect("checked");
+        let moved = if n == bytes.len() && t.snd_buf.is_empty() {
+            // Everything received goes out: the buffers change hands, no byte is copied.
+            std::mem::swap(&mut bytes, &mut t.snd_buf);
+            if t.snd_buf.len() >= self.cfg.snd_buf as usize {
+                t.flags |= F_WANT_WRITE;
+            }
+            n
+        } else {
+            let (a, b) = bytes.as_slices();
+            let moved = self.queue(dst, [a, b], n);
+            bytes.drain(..moved);
+            moved
+        };
+        self.slots[src as usize].as_mut().expect("checked").rcv_buf = bytes;
+        self.after_read(src, moved);
+        self.flush(dst, now);
+        Ok(moved)
     }
 
     fn recv(
@@ -1022,7 +1133,6 @@ impl TcpStack for ScriptedStack {
             .tcb_read(id)
             .map(|_| id.slot)
             .ok_or(StackError::UnknownConn(id))?;
-        let cap = self.cfg.rcv_buf;
         let t = self.slots[slot as usize].as_mut().expect("checked");
         let n = max.min(t.rcv_buf.len());
         let (a, b) = t.rcv_buf.as_slices();
@@ -1030,19 +1140,7 @@ impl TcpStack for ScriptedStack {
         out.extend_from_slice(&a[..from_a]);
         out.extend_from_slice(&b[..n - from_a]);
         t.rcv_buf.drain(..n);
-        recycle(&mut self.spare, &mut t.rcv_buf);
-        // Window update when the window grows by min(RCV.BUFF/2, MSS) (RFC 1122 §4.2.3.3).
-        let adv = t.rcv_adv.diff(t.rcv_nxt).max(0) as u32;
-        let now_wnd = t.rcv_wnd(cap);
-        if n > 0
-            && matches!(
-                t.state,
-                State::Established | State::FinWait1 | State::FinWait2
-            )
-            && now_wnd.saturating_sub(adv) >= (cap / 2).min(u32::from(t.mss))
-        {
-            self.send_ack(slot);
-        }
+        self.after_read(slot, n);
         let _ = now;
         Ok(n)
     }
@@ -1099,11 +1197,11 @@ impl TcpStack for ScriptedStack {
     }
 
     fn knows(&self, local: SocketAddr, remote: SocketAddr) -> bool {
-        self.map.contains_key(&(local, remote))
+        self.map.contains_key(&ConnKey::new(local, remote))
     }
 
     fn lower_path_mtu(&mut self, local: SocketAddr, remote: SocketAddr, mtu: u16) -> bool {
-        let Some(&slot) = self.map.get(&(local, remote)) else {
+        let Some(&slot) = self.map.get(&ConnKey::new(local, remote)) else {
             return false;
         };
         if let Some(t) = self.slots[slot as usize].as_mut() {
@@ -1126,7 +1224,7 @@ impl TcpStack for ScriptedStack {
         remote: SocketAddr,
         mtu: u16,
     ) -> bool {
-        let Some(&slot) = self.map.get(&(local, remote)) else {
+        let Some(&slot) = self.map.get(&ConnKey::new(local, remote)) else {
             return false;
         };
         let before = self.slots[slot as usize].as_ref().map_or(0, |t| t.mss);
@@ -1157,19 +1255,35 @@ impl TcpStack for ScriptedStack {
         } else {
             Verify::IpHeader
         };
-        let p = Packet::parse_with(packet, verify)?;
-        let Transport::Tcp(seg) = p.transport else {
-            return Err(StackError::NotTcp(p.proto().into()));
+        // The common case, a whole packet, is read through the checked views (no header
+        // copied out); a fragment goes through the full parser, which knows what to make of
+        // one.
+        let ip = IpView::new_checked(packet, verify != Verify::Nothing)?;
+        let (src, dst, seg, payload) = if ip.is_fragment() {
+            let p = Packet::parse_with(packet, verify)?;
+            let Transport::Tcp(seg) = p.transport else {
+                return Err(StackError::NotTcp(p.proto().into()));
+            };
+            (p.src(), p.dst(), seg, p.payload)
+        } else {
+            if ip.proto() != IpProto::Tcp {
+                return Err(StackError::NotTcp(ip.proto().into()));
+            }
+            let (src, dst) = (ip.src(), ip.dst());
+            let body = ip.payload();
+            let addrs = (verify == Verify::All).then_some((src, dst));
+            let (seg, hlen) = TcpRepr::parse(body, ip.transport_offset(), addrs)?;
+            (src, dst, seg, &body[hlen..])
         };
-        let local = SocketAddr::new(p.dst(), seg.dport);
-        let remote = SocketAddr::new(p.src(), seg.sport);
+        let local = SocketAddr::new(dst, seg.dport);
+        let remote = SocketAddr::new(src, seg.sport);
         // A known connection's local address is the host's (connections are only made from
         // and to its addresses), so the address list (hundreds on the clients' host) is
         // scanned only for segments of no connection.
-        match self.map.get(&(local, remote)) {
-            Some(&slot) => self.segment(now, slot, &seg, p.payload),
-            None if !self.addrs.contains(&p.dst()) => return Err(StackError::NotLocal(p.dst())),
-            None => self.no_conn(now, local, remote, &seg, p.payload),
+        match self.map.get(&ConnKey::new(local, remote)) {
+            Some(&slot) => self.segment(now, slot, &seg, payload),
+            None if !self.addrs.contains(&dst) => return Err(StackError::NotLocal(dst)),
+            None => self.no_conn(now, local, remote, &seg, payload),
         }
         Ok(())
     }
@@ -1226,7 +1340,7 @@ impl TcpStack for ScriptedStack {
             .sum::<usize>()
             + self.spare.iter().map(VecDeque::capacity).sum::<usize>();
         // hashbrown: one control byte per bucket plus the entry, at a 7/8 load factor.
-        let map = self.map.capacity() * (size_of::<((SocketAddr, SocketAddr), u32)>() + 1) * 8 / 7;
+        let map = self.map.capacity() * (size_of::<(ConnKey, u32)>() + 1) * 8 / 7;
         self.slots.capacity() * per_slot
             + self.free.capacity() * 4
             + map

@@ -177,6 +177,29 @@ pub trait TcpStack {
         max: usize,
     ) -> Result<usize, StackError>;
 
+    /// Moves up to `max` received bytes of `from` to the send queue of `to`, as a proxy's
+    /// relay does, and returns how many moved: at most what `from` holds and what `to` has
+    /// room for (zero when `to` can no longer send). The default reads into a buffer and
+    /// sends it; a stack may move the bytes directly.
+    ///
+    /// # Errors
+    /// Unknown handle.
+    fn splice(
+        &mut self,
+        now: Instant,
+        from: ConnId,
+        to: ConnId,
+        max: usize,
+    ) -> Result<usize, StackError> {
+        let n = max.min(self.recv_queue(from)).min(self.send_room(to));
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut buf = Vec::with_capacity(n);
+        self.recv(now, from, &mut buf, n)?;
+        self.send(now, to, &buf)
+    }
+
     /// Bytes received and not yet read.
     fn recv_queue(&self, id: ConnId) -> usize;
 

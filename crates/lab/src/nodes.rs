@@ -12,7 +12,8 @@ use tierlab_ecmp::{
 use tierlab_l4::{Director, Verdict};
 use tierlab_l7::{BackendServer, ClientHost, Proxy, TcpStack};
 use tierlab_net::{DropReason, IfaceId, Node, NodeId, Outbox};
-use tierlab_wire::{Instant, Packet, SimRng, decrement_ttl};
+use tierlab_wire::view::IpView;
+use tierlab_wire::{Instant, SimRng, decrement_ttl};
 
 use crate::icmp::{EdgeMtu, Fate, IcmpTally};
 
@@ -232,9 +233,8 @@ impl Node for RouterNode {
         origin: NodeId,
         out: &mut Outbox,
     ) {
-        let input = match Packet::parse(&packet, false) {
-            Ok(p) => HashInput::from_packet(&p),
-            Err(_) => return out.drop_packet(DropReason::Malformed),
+        let Ok(input) = HashInput::from_bytes(&packet) else {
+            return out.drop_packet(DropReason::Malformed);
         };
         // Linux checks the egress MTU after the TTL and quotes the packet as it arrived.
         let original = self
@@ -358,14 +358,15 @@ pub struct HostRoutes {
 
 impl HostRoutes {
     fn send(&mut self, now: Instant, packet: Vec<u8>, out: &mut Outbox) {
-        let Ok(p) = Packet::parse(&packet, false) else {
+        let Ok(dst) = IpView::new_checked(&packet, false).map(|v| v.dst()) else {
             return out.drop_packet(DropReason::Malformed);
         };
-        let dst = p.dst();
         if let Some((_, iface)) = self.direct.iter().find(|(pfx, _)| pfx.contains(dst)) {
             return out.send_to(*iface, dst, packet);
         }
-        let input = HashInput::from_packet(&p);
+        let Ok(input) = HashInput::from_bytes(&packet) else {
+            return out.drop_packet(DropReason::Malformed);
+        };
         match self.default.hop(&input, now) {
             Some(Hop {
                 iface,
@@ -460,7 +461,7 @@ impl<S: TcpStack> BackendNode<S> {
 
     fn flush(&mut self, out: &mut Outbox) {
         while let Some(p) = self.server.poll_transmit() {
-            let dst = Packet::parse(&p, false).map(|p| p.dst());
+            let dst = IpView::new_checked(&p, false).map(|v| v.dst());
             match dst {
                 Ok(d) => out.send_to(self.iface, d, p),
                 Err(_) => out.drop_packet(DropReason::Malformed),
