@@ -207,6 +207,24 @@ impl<V> Fib<V> {
         None
     }
 
+    /// The longest prefix containing `dst`, with its value, mutable.
+    pub fn lookup_mut(&mut self, dst: IpAddr) -> Option<(Prefix, &mut V)> {
+        let v4 = dst.is_ipv4();
+        let k = key(dst);
+        for (len, m, routes) in &mut self.table_mut(v4).by_len {
+            if let Some(v) = routes.get_mut(&(k & *m)) {
+                return Some((
+                    Prefix {
+                        addr: from_key(k & *m, v4),
+                        len: *len,
+                    },
+                    v,
+                ));
+            }
+        }
+        None
+    }
+
     /// Every route, IPv4 first, then by prefix length and address (a stable order).
     pub fn routes(&self) -> Vec<(Prefix, &V)> {
         let mut out = Vec::new();
@@ -263,6 +281,26 @@ mod tests {
             Some(("2001:db8::/32".into(), "v6-net"))
         );
         assert_eq!(look(&f, "2001:db9::1"), None);
+        // The mutable lookup finds the same route, and what it changes is that route.
+        for a in [
+            "198.51.100.1",
+            "198.51.100.2",
+            "203.0.113.9",
+            "2001:db8::1",
+            "2001:db9::1",
+        ] {
+            let want = look(&f, a);
+            let got = f.lookup_mut(a.parse().unwrap()).map(|(pr, v)| {
+                let was = *v;
+                *v = "changed";
+                (pr.to_string(), was)
+            });
+            assert_eq!(got, want, "{a}");
+            if let Some((pr, was)) = want {
+                assert_eq!(look(&f, a), Some((pr.clone(), "changed")));
+                *f.lookup_mut(a.parse().unwrap()).unwrap().1 = was;
+            }
+        }
         assert_eq!(f.remove(&p("198.51.100.1", 32)), Some("vip1"));
         assert_eq!(
             look(&f, "198.51.100.1"),

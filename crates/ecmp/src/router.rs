@@ -174,11 +174,19 @@ impl Router {
     /// # Errors
     /// [`EcmpError::NoRoute`].
     pub fn forward(&mut self, input: &HashInput, now: Instant) -> Result<Selection, EcmpError> {
-        let sel = self.select(input)?;
-        if let Some(g) = self.fib.get_mut(&sel.prefix) {
-            g.select_at(sel.hash, now);
-        }
-        Ok(sel)
+        let dst: IpAddr = input.flow.dst();
+        let hash = self.hash(input);
+        let (prefix, group) = self
+            .fib
+            .lookup_mut(dst)
+            .ok_or_else(|| EcmpError::NoRoute(dst.to_string()))?;
+        let index = group.select_at(hash, now);
+        Ok(Selection {
+            prefix,
+            index,
+            id: group.members()[index].id,
+            hash,
+        })
     }
 }
 

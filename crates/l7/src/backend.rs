@@ -348,9 +348,14 @@ impl<S: TcpStack> BackendServer<S> {
                 break;
             }
             let n = (room as u64).min(*total - *sent).min(c.budget) as usize;
-            chunk.clear();
-            http::fill_body(&mut chunk, *sent, n);
-            let took = self.stack.send(now, id, &chunk).unwrap_or(0);
+            let piece = if n <= http::BODY_RUN {
+                http::body(*sent, n)
+            } else {
+                chunk.clear();
+                http::fill_body(&mut chunk, *sent, n);
+                &chunk
+            };
+            let took = self.stack.send(now, id, piece).unwrap_or(0);
             *sent += took as u64;
             if pace.is_some() {
                 c.budget -= took as u64;

@@ -157,6 +157,31 @@ pub trait Destinations: core::fmt::Debug {
     fn pick(&mut self, now: Instant, rng: &mut dyn rand::RngCore) -> Option<SocketAddr>;
 }
 
+impl Conn {
+    /// Parses head and body bytes; returns an outcome if they end the connection.
+    fn consume(&mut self, mut data: &[u8]) -> Option<Outcome> {
+        if self.body_len.is_none() {
+            let before = self.head.len();
+            self.head.extend_from_slice(data);
+            let end = http::head_end(&self.head)?;
+            let Ok((status, len)) = http::parse_response_head(&self.head[..end]) else {
+                return Some(Outcome::HttpError(0));
+            };
+            if status != 200 {
+                return Some(Outcome::HttpError(status));
+            }
+            self.body_len = Some(len.unwrap_or(u64::MAX));
+            data = &data[end - before..];
+            self.head = Vec::new();
+        }
+        if !http::check_body(data, self.got) {
+            return Some(Outcome::Corrupt);
+        }
+        self.got += data.len() as u64;
+        None
+    }
+}
+
 /// The client host over a TCP stack `S`.
 #[derive(Debug)]
 pub struct ClientHost<S: TcpStack> {
@@ -168,7 +193,6 @@ pub struct ClientHost<S: TcpStack> {
     records: Vec<ConnRecord>,
     opened: u64,
     origin: Option<u32>,
-    scratch: Vec<u8>,
 }
 
 const PORT_LO: u16 = 32_768;
@@ -189,7 +213,6 @@ impl<S: TcpStack> ClientHost<S> {
             records: Vec::new(),
             opened: 0,
             origin: None,
-            scratch: Vec::new(),
         }
     }
 
@@ -412,11 +435,20 @@ impl<S: TcpStack> ClientHost<S> {
         if avail == 0 && !eof {
             return; // still blocked
         }
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        let _ = self.stack.recv(now, id, &mut buf, self.cfg.read_size);
-        let outcome = self.consume(id, &buf);
-        self.scratch = buf;
+        // The bytes are checked where the stack holds them (no copy); a connection the
+        // client no longer tracks has its bytes read and dropped.
+        let mut outcome = None;
+        let mut conn = self.conns.get_mut(&id);
+        let mut check = |piece: &[u8]| {
+            if let Some(c) = conn.as_deref_mut()
+                && outcome.is_none()
+            {
+                outcome = c.consume(piece);
+            }
+        };
+        let _ = self
+            .stack
+            .recv_with(now, id, self.cfg.read_size, &mut check);
         if let Some(o) = outcome {
             return self.finish(now, id, o);
         }
@@ -442,30 +474,6 @@ impl<S: TcpStack> ClientHost<S> {
         c.epoch += 1;
         self.timers
             .push(Reverse((now + Duration::from_nanos(think), id, c.epoch)));
-    }
-
-    /// Parses head and body bytes; returns an outcome if they end the connection.
-    fn consume(&mut self, id: ConnId, mut data: &[u8]) -> Option<Outcome> {
-        let c = self.conns.get_mut(&id)?;
-        if c.body_len.is_none() {
-            let before = c.head.len();
-            c.head.extend_from_slice(data);
-            let end = http::head_end(&c.head)?;
-            let Ok((status, len)) = http::parse_response_head(&c.head[..end]) else {
-                return Some(Outcome::HttpError(0));
-            };
-            if status != 200 {
-                return Some(Outcome::HttpError(status));
-            }
-            c.body_len = Some(len.unwrap_or(u64::MAX));
-            data = &data[end - before..];
-            c.head = Vec::new();
-        }
-        if !http::check_body(data, c.got) {
-            return Some(Outcome::Corrupt);
-        }
-        c.got += data.len() as u64;
-        None
     }
 
     /// Ends a connection by the client's decision: records the outcome and closes the

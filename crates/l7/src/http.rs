@@ -191,6 +191,28 @@ pub fn fill_body(out: &mut Vec<u8>, from: u64, len: usize) {
     }
 }
 
+/// Longest body run [`body`] gives at once: the default send buffer (64 KiB), so that a
+/// server writes whatever its buffer takes in one piece.
+pub const BODY_RUN: usize = 65_536;
+
+/// The body pattern over `BODY_RUN` + 26 bytes, so a run can start at any phase.
+static BODY: [u8; BODY_RUN + 26] = {
+    let mut p = [0u8; BODY_RUN + 26];
+    let mut i = 0;
+    while i < p.len() {
+        p[i] = b'a' + (i % 26) as u8;
+        i += 1;
+    }
+    p
+};
+
+/// The body bytes from offset `from`, `len` of them or [`BODY_RUN`] if fewer, borrowed from
+/// a static copy of the pattern (nothing to generate; see [`fill_body`] for any length).
+pub fn body(from: u64, len: usize) -> &'static [u8] {
+    let start = (from % 26) as usize;
+    &BODY[start..start + len.min(BODY_RUN)]
+}
+
 /// Bytes compared at once by [`check_body`]: a whole number of 26-byte periods.
 const CHECK_BLOCK: usize = 26 * 40;
 
@@ -287,6 +309,20 @@ mod tests {
             }
         }
         assert_eq!(&LONG_PATTERN[..52], PATTERN);
+    }
+
+    #[test]
+    fn body_runs_are_the_pattern_and_stop_at_body_run() {
+        for from in [0u64, 1, 25, 26, 27, 1_000_003] {
+            for len in [0usize, 1, 26, 1460, BODY_RUN - 1, BODY_RUN] {
+                assert_eq!(
+                    body(from, len),
+                    &body_reference(from, len)[..],
+                    "{from} {len}"
+                );
+            }
+            assert_eq!(body(from, BODY_RUN + 100).len(), BODY_RUN);
+        }
     }
 
     #[test]

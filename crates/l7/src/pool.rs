@@ -113,6 +113,9 @@ pub struct Pool {
     gcd: u32,
     /// Source-hash map (server indexes), rebuilt when weights change.
     map: Vec<u16>,
+    /// The effective weights `map` was built from.
+    #[serde(skip)]
+    map_weights: Vec<i64>,
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
@@ -150,6 +153,7 @@ impl Pool {
             now_pos: 0,
             gcd: g,
             map: Vec::new(),
+            map_weights: Vec::new(),
         };
         p.rebuild_map();
         p
@@ -185,6 +189,12 @@ impl Pool {
                 }
             })
             .collect();
+        // Health and agent checks report every few seconds, almost always with no change:
+        // the map is a function of these weights only.
+        if !self.map.is_empty() && w == self.map_weights {
+            return;
+        }
+        self.map_weights.clone_from(&w);
         let tot: i64 = w.iter().sum();
         let mut score = vec![0i64; w.len()];
         self.map.clear();

@@ -1145,6 +1145,31 @@ impl TcpStack for ScriptedStack {
         Ok(n)
     }
 
+    fn recv_with(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        max: usize,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, StackError> {
+        let slot = self
+            .tcb_read(id)
+            .map(|_| id.slot)
+            .ok_or(StackError::UnknownConn(id))?;
+        let t = self.slots[slot as usize].as_mut().expect("checked");
+        let n = max.min(t.rcv_buf.len());
+        let (a, b) = t.rcv_buf.as_slices();
+        let from_a = n.min(a.len());
+        f(&a[..from_a]);
+        if n > from_a {
+            f(&b[..n - from_a]);
+        }
+        t.rcv_buf.drain(..n);
+        self.after_read(slot, n);
+        let _ = now;
+        Ok(n)
+    }
+
     fn recv_queue(&self, id: ConnId) -> usize {
         self.tcb_read(id).map_or(0, |t| t.rcv_buf.len())
     }

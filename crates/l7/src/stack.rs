@@ -177,6 +177,25 @@ pub trait TcpStack {
         max: usize,
     ) -> Result<usize, StackError>;
 
+    /// Reads up to `max` received bytes in place: `f` sees them in order (in one or more
+    /// pieces), then they are consumed as by [`TcpStack::recv`]; returns how many. The
+    /// default reads into a buffer; a stack may lend its own.
+    ///
+    /// # Errors
+    /// Unknown handle.
+    fn recv_with(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        max: usize,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<usize, StackError> {
+        let mut buf = Vec::new();
+        let n = self.recv(now, id, &mut buf, max)?;
+        f(&buf);
+        Ok(n)
+    }
+
     /// Moves up to `max` received bytes of `from` to the send queue of `to`, as a proxy's
     /// relay does, and returns how many moved: at most what `from` holds and what `to` has
     /// room for (zero when `to` can no longer send). The default reads into a buffer and
