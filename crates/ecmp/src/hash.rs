@@ -708,7 +708,15 @@ impl HashInput {
     /// # Errors
     /// The bytes are not a well-formed IP packet (or TCP header).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, tierlab_wire::WireError> {
-        let v = tierlab_wire::view::IpView::new_checked(bytes, false)?;
+        Self::from_view(&tierlab_wire::view::IpView::new_checked(bytes, false)?)
+    }
+
+    /// As [`Self::from_bytes`], for a packet already viewed.
+    ///
+    /// # Errors
+    /// The packet's TCP header (or, for other packets, the rest of it) is malformed.
+    pub fn from_view(v: &tierlab_wire::view::IpView<'_>) -> Result<Self, tierlab_wire::WireError> {
+        let bytes = v.bytes();
         let next_header = if v.is_ipv4() { bytes[9] } else { bytes[6] };
         if v.proto() == IpProto::Tcp && next_header == 6 && !v.is_fragment() {
             v.tcp()?;

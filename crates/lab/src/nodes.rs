@@ -358,13 +358,14 @@ pub struct HostRoutes {
 
 impl HostRoutes {
     fn send(&mut self, now: Instant, packet: Vec<u8>, out: &mut Outbox) {
-        let Ok(dst) = IpView::new_checked(&packet, false).map(|v| v.dst()) else {
+        let Ok(view) = IpView::new_checked(&packet, false) else {
             return out.drop_packet(DropReason::Malformed);
         };
+        let dst = view.dst();
         if let Some((_, iface)) = self.direct.iter().find(|(pfx, _)| pfx.contains(dst)) {
             return out.send_to(*iface, dst, packet);
         }
-        let Ok(input) = HashInput::from_bytes(&packet) else {
+        let Ok(input) = HashInput::from_view(&view) else {
             return out.drop_packet(DropReason::Malformed);
         };
         match self.default.hop(&input, now) {
