@@ -6,8 +6,6 @@
 
 use std::net::Ipv4Addr;
 
-use pnet_packet::ip::IpNextHeaderProtocol;
-use pnet_packet::ipv4::MutableIpv4Packet;
 
 use crate::error::{Layer, Result, WireError, need};
 use crate::proto::IpProto;
@@ -212,23 +210,22 @@ impl Ipv4Repr {
         if buf.len() < hlen {
             return Err(WireError::Build("buffer shorter than the IPv4 header"));
         }
-        {
-            let mut v = MutableIpv4Packet::new(&mut buf[..hlen])
-                .ok_or(WireError::Build("buffer shorter than the IPv4 header"))?;
-            v.set_version(4);
-            v.set_header_length((hlen / 4) as u8);
-            v.set_dscp(self.tos >> 2);
-            v.set_ecn(self.tos & 3);
-            v.set_total_length(total as u16);
-            v.set_identification(self.ident);
-            v.set_flags(u8::from(self.dont_frag) << 1 | u8::from(self.more_frags));
-            v.set_fragment_offset(self.frag_offset / 8);
-            v.set_ttl(self.ttl);
-            v.set_next_level_protocol(IpNextHeaderProtocol(self.proto.number()));
-            v.set_checksum(0);
-            v.set_source(self.src);
-            v.set_destination(self.dst);
-        }
+        // Written field by field in place (RFC 791 §3.1): version and IHL, TOS (DSCP and
+        // ECN), total length, identification, flags and fragment offset, TTL, protocol, the
+        // checksum (zero until computed), addresses.
+        let frag = u16::from(self.dont_frag) << 14
+            | u16::from(self.more_frags) << 13
+            | ((self.frag_offset / 8) & 0x1fff);
+        buf[0] = 0x40 | (hlen / 4) as u8;
+        buf[1] = self.tos;
+        buf[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        buf[4..6].copy_from_slice(&self.ident.to_be_bytes());
+        buf[6..8].copy_from_slice(&frag.to_be_bytes());
+        buf[8] = self.ttl;
+        buf[9] = self.proto.number();
+        buf[10..12].copy_from_slice(&[0, 0]);
+        buf[12..16].copy_from_slice(&self.src.octets());
+        buf[16..20].copy_from_slice(&self.dst.octets());
         buf[HEADER_LEN..hlen].copy_from_slice(self.options.as_bytes());
         let c = crate::checksum::ipv4_header(&buf[..hlen]);
         buf[10..12].copy_from_slice(&c.to_be_bytes());

@@ -9,7 +9,6 @@ use core::fmt;
 use core::ops::{Add, BitOr, Sub};
 use std::net::IpAddr;
 
-use pnet_packet::tcp::MutableTcpPacket;
 
 use crate::error::{Layer, Result, WireError};
 
@@ -251,19 +250,17 @@ impl TcpRepr {
         if seg.len() < hlen {
             return Err(WireError::Build("buffer shorter than the TCP header"));
         }
-        {
-            let mut v = MutableTcpPacket::new(seg).ok_or(WireError::Build("short TCP buffer"))?;
-            v.set_source(self.sport);
-            v.set_destination(self.dport);
-            v.set_sequence(self.seq.0);
-            v.set_acknowledgement(self.ack.0);
-            v.set_data_offset((hlen / 4) as u8);
-            v.set_reserved(0);
-            v.set_flags(self.flags.0);
-            v.set_window(self.window);
-            v.set_checksum(0);
-            v.set_urgent_ptr(0);
-        }
+        // Written in place (RFC 9293 §3.1): ports, sequence and acknowledgement numbers, data
+        // offset (reserved bits zero), flags, window, checksum (zero until computed), urgent
+        // pointer.
+        seg[0..2].copy_from_slice(&self.sport.to_be_bytes());
+        seg[2..4].copy_from_slice(&self.dport.to_be_bytes());
+        seg[4..8].copy_from_slice(&self.seq.0.to_be_bytes());
+        seg[8..12].copy_from_slice(&self.ack.0.to_be_bytes());
+        seg[12] = ((hlen / 4) as u8) << 4;
+        seg[13] = self.flags.0;
+        seg[14..16].copy_from_slice(&self.window.to_be_bytes());
+        seg[16..20].copy_from_slice(&[0, 0, 0, 0]);
         let mut o = HEADER_LEN;
         if let Some(mss) = self.mss {
             seg[o..o + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
