@@ -6,7 +6,6 @@
 
 use std::net::Ipv4Addr;
 
-
 use crate::error::{Layer, Result, WireError, need};
 use crate::proto::IpProto;
 

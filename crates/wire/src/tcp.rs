@@ -9,7 +9,6 @@ use core::fmt;
 use core::ops::{Add, BitOr, Sub};
 use std::net::IpAddr;
 
-
 use crate::error::{Layer, Result, WireError};
 
 /// Length of a TCP header without options.
