@@ -424,7 +424,7 @@ fn scripted_splice_relays_a_stream() {
 }
 
 #[test]
-fn default_splice_relays_a_stream_over_smoltcp() {
+fn smoltcp_splice_relays_a_stream() {
     splice_relays_a_stream(Pair::new(
         SmolStack::new(SmolConfig::default()),
         SmolStack::new(SmolConfig::default()),

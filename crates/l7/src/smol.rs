@@ -176,6 +176,8 @@ pub struct SmolStack {
     spare: Vec<(SocketSet<'static>, SocketHandle)>,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<TcpEvent>,
+    /// The relay's buffer ([`TcpStack::splice`]), kept between calls.
+    relay: Vec<u8>,
 }
 
 impl core::fmt::Debug for SmolStack {
@@ -206,6 +208,7 @@ impl SmolStack {
             spare: Vec::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            relay: Vec::new(),
         }
     }
 
@@ -537,6 +540,27 @@ impl TcpStack for SmolStack {
             self.poll_conn(now, slot, None, Cause::App);
         }
         Ok(total)
+    }
+
+    fn splice(
+        &mut self,
+        now: Instant,
+        from: ConnId,
+        to: ConnId,
+        max: usize,
+    ) -> Result<usize, StackError> {
+        // smoltcp lends one socket at a time: through a buffer the stack keeps.
+        let n = max.min(self.recv_queue(from)).min(self.send_room(to));
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut buf = std::mem::take(&mut self.relay);
+        buf.clear();
+        let moved = self
+            .recv(now, from, &mut buf, n)
+            .and_then(|_| self.send(now, to, &buf));
+        self.relay = buf;
+        moved
     }
 
     fn recv_queue(&self, id: ConnId) -> usize {
