@@ -789,7 +789,7 @@ mod tests {
         // Addresses sharing last bytes (within and across families), ownership moving, and
         // addresses never given: the fast table agrees with a reference map.
         let mut owners = Owners::default();
-        let mut reference = std::collections::HashMap::new();
+        let mut reference = HashMap::new();
         let addrs: Vec<IpAddr> = (0..600u32)
             .map(|i| {
                 if i % 3 == 0 {
