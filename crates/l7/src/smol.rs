@@ -550,15 +550,8 @@ impl TcpStack for SmolStack {
         max: usize,
     ) -> Result<usize, StackError> {
         // smoltcp lends one socket at a time: through a buffer the stack keeps.
-        let n = max.min(self.recv_queue(from)).min(self.send_room(to));
-        if n == 0 {
-            return Ok(0);
-        }
         let mut buf = std::mem::take(&mut self.relay);
-        buf.clear();
-        let moved = self
-            .recv(now, from, &mut buf, n)
-            .and_then(|_| self.send(now, to, &buf));
+        let moved = crate::stack::splice_through(self, &mut buf, now, from, to, max);
         self.relay = buf;
         moved
     }

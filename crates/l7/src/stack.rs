@@ -210,13 +210,7 @@ pub trait TcpStack {
         to: ConnId,
         max: usize,
     ) -> Result<usize, StackError> {
-        let n = max.min(self.recv_queue(from)).min(self.send_room(to));
-        if n == 0 {
-            return Ok(0);
-        }
-        let mut buf = Vec::with_capacity(n);
-        self.recv(now, from, &mut buf, n)?;
-        self.send(now, to, &buf)
+        splice_through(self, &mut Vec::new(), now, from, to, max)
     }
 
     /// Bytes received and not yet read.
@@ -292,6 +286,28 @@ pub trait TcpStack {
     /// Estimated heap and inline bytes held by the connection table (structure sizes plus buffer
     /// capacities), for the memory-per-connection figure.
     fn memory_bytes(&self) -> usize;
+}
+
+/// [`TcpStack::splice`] done with `recv` then `send` through `buf` (cleared first; a stack
+/// that keeps one avoids an allocation per call).
+///
+/// # Errors
+/// Unknown handle.
+pub fn splice_through<S: TcpStack + ?Sized>(
+    stack: &mut S,
+    buf: &mut Vec<u8>,
+    now: Instant,
+    from: ConnId,
+    to: ConnId,
+    max: usize,
+) -> Result<usize, StackError> {
+    let n = max.min(stack.recv_queue(from)).min(stack.send_room(to));
+    if n == 0 {
+        return Ok(0);
+    }
+    buf.clear();
+    stack.recv(now, from, buf, n)?;
+    stack.send(now, to, buf)
 }
 
 /// The answer a host without a matching connection gives to `seg` (which carried
