@@ -377,7 +377,8 @@ fn smoltcp_transfer_and_reset_of_unknown_flow() {
 }
 
 /// A relay on host B: bytes A sends on one connection are spliced by B into a second
-/// connection back to A, and arrive intact and in order, whatever the buffers' room.
+/// connection back to A, and arrive intact and in order, whatever the buffers' room; A reads
+/// them with `recv` and `recv_with` in turn.
 fn splice_relays_a_stream<S: TcpStack>(mut p: Pair<S>) {
     let (a1, b1) = p.connect();
     let a2 = p.a.connect(p.now, sa(A, 40_001), sa(B, 80)).unwrap();
@@ -391,8 +392,8 @@ fn splice_relays_a_stream<S: TcpStack>(mut p: Pair<S>) {
         })
         .expect("second connection accepted");
     let data: Vec<u8> = (0..150_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let (mut sent, mut got, mut spliced) = (0, Vec::new(), 0);
-    for _ in 0..400 {
+    let (mut sent, mut got, mut spliced, mut lent_total) = (0, Vec::new(), 0, 0);
+    for round in 0..400 {
         if sent < data.len() {
             sent += p.a.send(p.now, a1, &data[sent..]).unwrap();
         }
@@ -402,14 +403,31 @@ fn splice_relays_a_stream<S: TcpStack>(mut p: Pair<S>) {
         assert_eq!(n, queued.min(room), "moves all it can, no more");
         spliced += n;
         p.run(p.now + Duration::from_millis(5));
+        // Read alternately with `recv` and with `recv_with` (bytes lent in place, in one or
+        // two pieces): both consume exactly what they report.
         let n = p.a.recv_queue(a2);
-        p.a.recv(p.now, a2, &mut got, n).unwrap();
+        if round % 2 == 0 {
+            p.a.recv(p.now, a2, &mut got, n).unwrap();
+        } else {
+            let mut lent = Vec::new();
+            let took =
+                p.a.recv_with(p.now, a2, n / 2 + 1, &mut |piece| {
+                    lent.extend_from_slice(piece)
+                })
+                .unwrap();
+            assert_eq!(took, lent.len());
+            assert_eq!(took, n.min(n / 2 + 1));
+            assert_eq!(p.a.recv_queue(a2), n - took);
+            lent_total += took;
+            got.extend(lent);
+        }
         if got.len() == data.len() {
             break;
         }
     }
     assert_eq!(spliced, data.len());
     assert!(got == data, "relayed bytes differ");
+    assert!(lent_total > 0, "recv_with lent bytes");
     // A connection that can no longer send takes nothing.
     p.b.close(p.now, b2).unwrap();
     p.a.send(p.now, a1, b"late").unwrap();
