@@ -27,17 +27,15 @@ fn workload() -> Scenario {
     s
 }
 
-type ScriptedLab = Lab;
-
 /// The seed lab, built and not yet started (building is setup, not measured: Maglev tables,
 /// routes, 200 client addresses).
-fn build(s: &Scenario) -> ScriptedLab {
+fn build(s: &Scenario) -> Lab {
     Lab::build(s, || ScriptedStack::new(ScriptedConfig::default())).expect("the seed lab builds")
 }
 
 /// Runs the workload to its end; returns the lab, so that tearing it down (freeing every
 /// buffer) happens after the measurement, as building it happens before.
-fn run_once(mut lab: ScriptedLab) -> ScriptedLab {
+fn run_once(mut lab: Lab) -> Lab {
     lab.start();
     lab.net.run_until(Instant::from_secs(120));
     lab

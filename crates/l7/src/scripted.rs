@@ -284,6 +284,13 @@ impl ScriptedStack {
             .then_some(t)
     }
 
+    /// The slot of a connection whose bytes can still be read (see `tcb_read`).
+    fn read_slot(&self, id: ConnId) -> Result<u32, StackError> {
+        self.tcb_read(id)
+            .map(|_| id.slot)
+            .ok_or(StackError::UnknownConn(id))
+    }
+
     fn id_of(&self, slot: u32) -> ConnId {
         ConnId {
             slot,
@@ -1091,10 +1098,7 @@ impl TcpStack for ScriptedStack {
         to: ConnId,
         max: usize,
     ) -> Result<usize, StackError> {
-        let src = self
-            .tcb_read(from)
-            .map(|_| from.slot)
-            .ok_or(StackError::UnknownConn(from))?;
+        let src = self.read_slot(from)?;
         let dst = self.slot_of(to)?;
         let n = max.min(self.recv_queue(from)).min(self.send_room(to));
         if n == 0 || src == dst || self.check_can_send(dst, to).is_err() {
@@ -1129,20 +1133,7 @@ impl TcpStack for ScriptedStack {
         out: &mut Vec<u8>,
         max: usize,
     ) -> Result<usize, StackError> {
-        let slot = self
-            .tcb_read(id)
-            .map(|_| id.slot)
-            .ok_or(StackError::UnknownConn(id))?;
-        let t = self.slots[slot as usize].as_mut().expect("checked");
-        let n = max.min(t.rcv_buf.len());
-        let (a, b) = t.rcv_buf.as_slices();
-        let from_a = n.min(a.len());
-        out.extend_from_slice(&a[..from_a]);
-        out.extend_from_slice(&b[..n - from_a]);
-        t.rcv_buf.drain(..n);
-        self.after_read(slot, n);
-        let _ = now;
-        Ok(n)
+        self.recv_with(now, id, max, &mut |piece| out.extend_from_slice(piece))
     }
 
     fn recv_with(
@@ -1152,10 +1143,7 @@ impl TcpStack for ScriptedStack {
         max: usize,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<usize, StackError> {
-        let slot = self
-            .tcb_read(id)
-            .map(|_| id.slot)
-            .ok_or(StackError::UnknownConn(id))?;
+        let slot = self.read_slot(id)?;
         let t = self.slots[slot as usize].as_mut().expect("checked");
         let n = max.min(t.rcv_buf.len());
         let (a, b) = t.rcv_buf.as_slices();
