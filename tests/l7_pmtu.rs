@@ -188,46 +188,31 @@ fn check<S: TcpStack>(mut p: Path<S>, v4: bool, immediate: bool) {
     }
 }
 
+/// The same check over IPv4 and IPv6, between two fresh stacks of one kind.
+fn check_both_families<S: TcpStack>(make: impl Fn() -> S, immediate: bool) {
+    for (client, server, v4) in [
+        ("203.0.113.7", "198.51.100.1", true),
+        ("2001:db8::cb00:7107", "2001:db8::c633:6401", false),
+    ] {
+        let path = Path::new(
+            make(),
+            make(),
+            client.parse().unwrap(),
+            server.parse().unwrap(),
+            1400,
+        );
+        check(path, v4, immediate);
+    }
+}
+
 #[test]
 fn scripted_sender_lowers_its_mss_and_resends_at_once() {
-    let s = || ScriptedStack::new(ScriptedConfig::default());
-    let v4 = Path::new(
-        s(),
-        s(),
-        "203.0.113.7".parse().unwrap(),
-        "198.51.100.1".parse().unwrap(),
-        1400,
-    );
-    check(v4, true, true);
-    let v6 = Path::new(
-        s(),
-        s(),
-        "2001:db8::cb00:7107".parse().unwrap(),
-        "2001:db8::c633:6401".parse().unwrap(),
-        1400,
-    );
-    check(v6, false, true);
+    check_both_families(|| ScriptedStack::new(ScriptedConfig::default()), true);
 }
 
 #[test]
 fn smoltcp_sender_lowers_its_mss_and_resends_on_its_timer() {
-    let s = || SmolStack::new(SmolConfig::default());
-    let v4 = Path::new(
-        s(),
-        s(),
-        "203.0.113.7".parse().unwrap(),
-        "198.51.100.1".parse().unwrap(),
-        1400,
-    );
-    check(v4, true, false);
-    let v6 = Path::new(
-        s(),
-        s(),
-        "2001:db8::cb00:7107".parse().unwrap(),
-        "2001:db8::c633:6401".parse().unwrap(),
-        1400,
-    );
-    check(v6, false, false);
+    check_both_families(|| SmolStack::new(SmolConfig::default()), false);
 }
 
 /// An error that does not lower the MTU (a second error for the same window) changes

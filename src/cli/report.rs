@@ -450,6 +450,19 @@ fn source(path: &str, ran: &Ran) -> String {
     format!("`{path}` (seed {})", ran.report.seed)
 }
 
+/// The cells most tables end with: connections active before the first event, broken at
+/// each event, broken later, and the run's file and seed.
+fn outcome_cells(path: &str, ran: &Ran) -> String {
+    let r = &ran.report;
+    format!(
+        "{} | {} | {} | {}",
+        active(r),
+        per_event(r, |e| e.broken),
+        per_event(r, |e| e.broken_later),
+        source(path, ran)
+    )
+}
+
 /// Escapes a text for a Markdown table cell.
 fn cell(s: &str) -> String {
     s.replace('|', "\\|")
@@ -700,14 +713,10 @@ fn schedulers(out: &mut String, ctx: &Ctx) -> Result<(), ReportError> {
     ];
     for (what, sched, file) in rows {
         let ran = ctx.file(file)?;
-        let r = &ran.report;
         let _ = writeln!(
             out,
-            "| {what} | all `{sched}` | {} | {} | {} | {} |",
-            active(r),
-            per_event(r, |e| e.broken),
-            per_event(r, |e| e.broken_later),
-            source(file, ran)
+            "| {what} | all `{sched}` | {} |",
+            outcome_cells(file, ran)
         );
     }
     let total = |f: &str| -> Result<u64, ReportError> {
@@ -866,16 +875,12 @@ fn table_size(out: &mut String, ctx: &Ctx) -> Result<(), ReportError> {
         (65521, MH65521_ADDED_ECMP),
     ] {
         let ran = ctx.file(file)?;
-        let r = &ran.report;
         let (moved, taken) =
             join_cells(SchedulerKind::Mh, Some(size), ran.scenario.topology.proxies)?;
         let _ = writeln!(
             out,
-            "| {size} | {moved} | {taken} | {} | {} | {} | {} |",
-            active(r),
-            per_event(r, |e| e.broken),
-            per_event(r, |e| e.broken_later),
-            source(file, ran)
+            "| {size} | {moved} | {taken} | {} |",
+            outcome_cells(file, ran)
         );
     }
     let _ = writeln!(
