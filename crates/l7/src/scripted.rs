@@ -18,8 +18,7 @@
 //! advances SND.UNA (as Linux's congestion window of one after RTO), so a blackhole costs one
 //! packet per backoff, not a window.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use foldhash::fast::FixedState;
@@ -29,7 +28,7 @@ use tierlab_wire::{
 };
 
 use crate::stack::{
-    CloseCause, ConnId, StackError, TcpEvent, TcpStack, initial_seq, rst_for_unknown,
+    CloseCause, ConnId, SlotTimers, StackError, TcpEvent, TcpStack, initial_seq, rst_for_unknown,
 };
 
 /// Parameters of a scripted stack, with Linux's defaults and their sysctl names.
@@ -233,7 +232,7 @@ pub struct ScriptedStack {
     generations: Vec<u32>,
     free: Vec<u32>,
     map: HashMap<ConnKey, u32, FixedState>,
-    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    timers: SlotTimers,
     out: VecDeque<Vec<u8>>,
     events: VecDeque<TcpEvent>,
     scratch: Vec<u8>,
@@ -251,7 +250,7 @@ impl ScriptedStack {
             generations: Vec::new(),
             free: Vec::new(),
             map: HashMap::default(),
-            timers: BinaryHeap::new(),
+            timers: SlotTimers::default(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::new(),
@@ -368,7 +367,7 @@ impl ScriptedStack {
             let at = t.rto_at.min(t.ack_at);
             if at < t.heap_at {
                 t.heap_at = at;
-                self.timers.push(Reverse((at, slot, gen_)));
+                self.timers.push(at, slot, gen_);
             }
         }
     }
@@ -1321,12 +1320,7 @@ impl TcpStack for ScriptedStack {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let n = now.as_nanos();
-        while let Some(&Reverse((at, slot, gen_))) = self.timers.peek() {
-            if at > n {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, slot, gen_)) = self.timers.pop_due(now) {
             if self.generations[slot as usize] != gen_ {
                 continue;
             }
@@ -1345,9 +1339,7 @@ impl TcpStack for ScriptedStack {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers
-            .peek()
-            .map(|Reverse((at, _, _))| Instant::from_nanos(*at))
+        self.timers.next()
     }
 
     fn poll_transmit(&mut self) -> Option<Vec<u8>> {
@@ -1377,7 +1369,7 @@ impl TcpStack for ScriptedStack {
             + self.free.capacity() * 4
             + map
             + bufs
-            + self.timers.capacity() * size_of::<Reverse<(u64, u32, u32)>>()
+            + self.timers.memory_bytes()
     }
 }
 

@@ -17,8 +17,7 @@
 //! smoltcp's own clock is derived from the virtual time (microseconds), its randomness
 //! (initial sequence numbers) from the configured seed, so runs are deterministic.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use foldhash::fast::FixedState;
@@ -28,7 +27,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr, IpListenEndpoint};
 use tierlab_wire::{Duration, Instant, Packet, Transport, Verify};
 
-use crate::stack::{CloseCause, ConnId, StackError, TcpEvent, TcpStack};
+use crate::stack::{CloseCause, ConnId, SlotTimers, StackError, TcpEvent, TcpStack};
 
 /// Parameters of a smoltcp stack.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -171,7 +170,7 @@ pub struct SmolStack {
     generations: Vec<u32>,
     free: Vec<u32>,
     map: HashMap<(SocketAddr, SocketAddr), u32, FixedState>,
-    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    timers: SlotTimers,
     empty: SocketSet<'static>,
     spare: Vec<(SocketSet<'static>, SocketHandle)>,
     out: VecDeque<Vec<u8>>,
@@ -203,7 +202,7 @@ impl SmolStack {
             generations: Vec::new(),
             free: Vec::new(),
             map: HashMap::default(),
-            timers: BinaryHeap::new(),
+            timers: SlotTimers::default(),
             empty: SocketSet::new(Vec::new()),
             spare: Vec::new(),
             out: VecDeque::new(),
@@ -406,7 +405,7 @@ impl SmolStack {
             && next != c.sched
         {
             c.sched = next;
-            self.timers.push(Reverse((next, slot, id.generation)));
+            self.timers.push(next, slot, id.generation);
         }
     }
 }
@@ -712,12 +711,7 @@ impl TcpStack for SmolStack {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let n = now.as_nanos();
-        while let Some(&Reverse((at, slot, gen_))) = self.timers.peek() {
-            if at > n {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, slot, gen_)) = self.timers.pop_due(now) {
             if self.generations[slot as usize] != gen_ {
                 continue;
             }
@@ -733,9 +727,7 @@ impl TcpStack for SmolStack {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers
-            .peek()
-            .map(|Reverse((at, _, _))| Instant::from_nanos(*at))
+        self.timers.next()
     }
 
     fn poll_transmit(&mut self) -> Option<Vec<u8>> {

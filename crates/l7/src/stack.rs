@@ -11,6 +11,8 @@
 //! Call order and time rule: `now` never goes backwards from one call to the next; after any
 //! call that takes `now`, drain `poll_transmit` and `poll_event` and ask `poll_timeout` again.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 
 use thiserror::Error;
@@ -288,6 +290,42 @@ pub trait TcpStack {
     fn memory_bytes(&self) -> usize;
 }
 
+/// The connections' deadlines, earliest first: (time in ns, slot, generation of the slot
+/// when it was set). A connection that changes its deadline pushes a new entry; stale ones
+/// are skipped by whoever pops them (the slot's generation or its current deadline
+/// differs), so nothing is ever searched or removed in the middle.
+#[derive(Debug, Default)]
+pub struct SlotTimers(BinaryHeap<Reverse<(u64, u32, u32)>>);
+
+impl SlotTimers {
+    /// Queues a deadline `at` (ns) for `slot` in its generation `generation`.
+    pub fn push(&mut self, at: u64, slot: u32, generation: u32) {
+        self.0.push(Reverse((at, slot, generation)));
+    }
+
+    /// Takes the earliest entry due at `now` or before: (deadline, slot, generation).
+    pub fn pop_due(&mut self, now: Instant) -> Option<(u64, u32, u32)> {
+        let &Reverse(entry) = self.0.peek()?;
+        if entry.0 > now.as_nanos() {
+            return None;
+        }
+        self.0.pop();
+        Some(entry)
+    }
+
+    /// The earliest deadline queued (stale or not: waking early costs a skipped entry).
+    pub fn next(&self) -> Option<Instant> {
+        self.0
+            .peek()
+            .map(|Reverse((at, _, _))| Instant::from_nanos(*at))
+    }
+
+    /// Heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.0.capacity() * size_of::<Reverse<(u64, u32, u32)>>()
+    }
+}
+
 /// [`TcpStack::splice`] done with `recv` then `send` through `buf` (cleared first; a stack
 /// that keeps one avoids an allocation per call).
 ///
@@ -356,6 +394,22 @@ pub fn initial_seq(secret: u64, local: SocketAddr, remote: SocketAddr, now: Inst
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_timers_come_due_earliest_first_and_not_before_their_time() {
+        let mut t = SlotTimers::default();
+        assert_eq!(t.next(), None);
+        t.push(3_000, 7, 1);
+        t.push(1_000, 2, 0);
+        t.push(2_000, 2, 1);
+        assert_eq!(t.next(), Some(Instant::from_nanos(1_000)));
+        assert_eq!(t.pop_due(Instant::from_nanos(999)), None, "not yet");
+        assert_eq!(t.pop_due(Instant::from_nanos(2_500)), Some((1_000, 2, 0)));
+        assert_eq!(t.pop_due(Instant::from_nanos(2_500)), Some((2_000, 2, 1)));
+        assert_eq!(t.pop_due(Instant::from_nanos(2_500)), None);
+        assert_eq!(t.next(), Some(Instant::from_nanos(3_000)));
+        assert!(t.memory_bytes() >= 3 * 16);
+    }
 
     fn seg(flags: TcpFlags, seq: u32, ack: u32) -> TcpRepr {
         TcpRepr {
