@@ -19,14 +19,14 @@
 //! (panic, SIGTERM, SIGKILL). Without root (no namespaces), the test fails when `CI` is set and
 //! says it skipped otherwise.
 
+#[path = "common/netns.rs"]
+mod netns;
+
 use std::collections::HashMap;
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use nix::sched::{CloneFlags, setns};
+use netns::Netns;
 use nix::sys::socket::{
     AddressFamily, LinkAddr, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, SockaddrIn,
     SockaddrIn6, bind, recv, recvfrom, sendto, setsockopt, socket, sockopt,
@@ -46,87 +46,6 @@ use tierlab::wire::{
 const FLOWS: usize = 2000;
 const MAX_NH: usize = 13;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace that is deleted when dropped, or by its guard process if this process
-/// dies first.
-struct Netns {
-    name: String,
-    guard: Option<Child>,
-}
-
-impl Netns {
-    fn create(tag: &str) -> Result<Self, String> {
-        let name = format!(
-            "tlecmp-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name])?;
-        let script = format!("cat >/dev/null; ip netns del {name} 2>/dev/null");
-        let spawn = |prog: &str, args: &[&str]| {
-            Command::new(prog)
-                .args(args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-        };
-        // setsid: a signal sent to the test's process group does not reach the guard.
-        let guard = spawn("setsid", &["sh", "-c", &script])
-            .or_else(|_| spawn("sh", &["-c", &script]))
-            .ok();
-        Ok(Self { name, guard })
-    }
-
-    fn ip(&self, args: &str) -> Result<String, String> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend(args.split_whitespace());
-        run("ip", &all)
-    }
-
-    fn sysctl(&self, settings: &[String]) -> Result<(), String> {
-        let mut all = vec!["netns", "exec", self.name.as_str(), "sysctl", "-qw"];
-        all.extend(settings.iter().map(String::as_str));
-        run("ip", &all).map(|_| ())
-    }
-
-    /// Moves the calling thread into the namespace (the sockets it then opens live there).
-    fn enter(&self) -> Result<(), String> {
-        let f = File::open(format!("/run/netns/{}", self.name)).map_err(|e| e.to_string())?;
-        setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns {}: {e}", self.name))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(Stdio::null())
-            .status();
-        if let Some(mut g) = self.guard.take() {
-            drop(g.stdin.take());
-            let _ = g.wait();
-        }
-    }
-}
-
-fn run(prog: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(prog)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{prog}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{prog} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// R and E, wired.
 struct Lab {
     r: Netns,
@@ -145,8 +64,8 @@ fn ifindex(ns: &Netns, dev: &str) -> Result<(u32, String), String> {
 
 impl Lab {
     fn new() -> Result<Self, String> {
-        let r = Netns::create("r")?;
-        let e = Netns::create("e")?;
+        let r = Netns::create("tlecmp-r")?;
+        let e = Netns::create("tlecmp-e")?;
         r.ip("link set lo up")?;
         e.ip("link set lo up")?;
         r.ip(&format!(

@@ -10,8 +10,11 @@
 //! - IPv6 errors quote up to 1232 bytes (so the error fits in the 1280-byte minimum MTU); hop
 //!   limit 64. No error is sent about an ICMPv6 error, a packet from the unspecified or a
 //!   multicast address, or to a multicast address (except "packet too big").
-//! - Not modelled: ICMP rate limits (`icmp_ratelimit`, `icmp_msgs_per_sec`), the reversed IP
-//!   options Linux echoes in IPv4 errors, and the IP ID Linux picks (the caller gives one).
+//! - Rate limits are the sender's business: Linux exempts too-big errors from them (see
+//!   `tierlab_lab::icmp`), and limits others per peer (a burst of 6, then one per
+//!   `icmp_ratelimit`) and globally (`icmp_msgs_per_sec`).
+//! - Not modelled: the reversed IP options Linux echoes in IPv4 errors, and the IP ID Linux
+//!   picks (the caller gives one).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
