@@ -1,14 +1,16 @@
 //! The TCP endpoints on their own: two hosts on a link with a delay and a switchable
 //! blackhole. Retransmission with RFC 6298 backoff, surviving a short blackhole, giving up
 //! after `tcp_retries2` / `tcp_syn_retries`, RFC 5961 challenge ACKs, TIME-WAIT, zero-window
-//! probing, and the same transfer over smoltcp.
+//! probing, the same transfer over smoltcp, and a connect refused by an ICMP error (both kinds).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
+use tierlab::l7::stack::icmp_hard_error;
 use tierlab::l7::{
     CloseCause, ConnId, ScriptedConfig, ScriptedStack, SmolConfig, SmolStack, TcpEvent, TcpStack,
 };
+use tierlab::wire::icmp::{IcmpError, build_error};
 use tierlab::wire::{
     Duration, Instant, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq, Transport,
 };
@@ -447,4 +449,104 @@ fn smoltcp_splice_relays_a_stream() {
         SmolStack::new(SmolConfig::default()),
         SmolStack::new(SmolConfig::default()),
     ));
+}
+
+/// An ICMP error built the way a director builds its port unreachable: quoting `syn`, the
+/// segment a sent, from `from`.
+fn unreachable_for(syn: &TcpRepr, from: [u8; 4], err: IcmpError) -> Vec<u8> {
+    let seg = PacketBuilder::new(IpAddr::from(A), IpAddr::from(B))
+        .unwrap()
+        .tcp(syn, &[])
+        .unwrap();
+    build_error(&seg, IpAddr::from(from), err, 7)
+        .unwrap()
+        .unwrap()
+}
+
+/// Linux's `tcp_v4_err`: a connection in SYN-SENT ends at once on port unreachable, sends no
+/// RST and never retransmits its SYN; an established one only takes a soft error.
+fn icmp_refuses_a_connect<S: TcpStack>(make: impl Fn() -> S) {
+    let mut p = Pair::new(make(), make());
+    p.blackhole = true;
+    let id = p.a.connect(p.now, sa(A, 40_002), sa(B, 80)).unwrap();
+    p.run(Instant::from_millis(10));
+    let syn = p.log.iter().find(|x| x.1 && x.2.flags.syn()).unwrap().2;
+    // "Too big" is not this path (it lowers the path MTU).
+    let too_big = unreachable_for(&syn, [192, 0, 2, 1], IcmpError::TooBig { mtu: 1400 });
+    assert_eq!(
+        icmp_hard_error(&Packet::parse(&too_big, true).unwrap()),
+        None
+    );
+    let err = unreachable_for(&syn, [192, 0, 2, 1], IcmpError::PortUnreachable);
+    let (local, remote, seq) = icmp_hard_error(&Packet::parse(&err, true).unwrap()).unwrap();
+    assert_eq!((local, remote, seq), (sa(A, 40_002), sa(B, 80), syn.seq));
+    let sent_before = p.log.len();
+    assert!(p.a.icmp_unreachable(p.now, local, remote, seq));
+    p.pump();
+    assert!(
+        p.ev_a.contains(&TcpEvent::Closed {
+            id,
+            cause: CloseCause::Unreachable
+        }),
+        "{:?}",
+        p.ev_a
+    );
+    p.blackhole = false;
+    p.run(Instant::from_secs(10));
+    assert_eq!(
+        p.log.len(),
+        sent_before,
+        "no RST, no SYN again: {:?}",
+        &p.log[sent_before..]
+    );
+    assert!(!p.a.knows(local, remote));
+    assert!(!p.a.icmp_unreachable(p.now, local, remote, seq), "gone");
+
+    // Established: a soft error, nothing changes.
+    let (id, _) = p.connect();
+    let last = p.log.iter().rev().find(|x| x.1).unwrap().2;
+    let err = unreachable_for(&last, [192, 0, 2, 1], IcmpError::PortUnreachable);
+    let (local, remote, seq) = icmp_hard_error(&Packet::parse(&err, true).unwrap()).unwrap();
+    assert!(p.a.icmp_unreachable(p.now, local, remote, seq));
+    p.pump();
+    assert!(
+        !p.ev_a
+            .iter()
+            .any(|e| matches!(e, TcpEvent::Closed { id: i, .. } if *i == id))
+    );
+    assert!(p.a.knows(local, remote));
+}
+
+#[test]
+fn scripted_connect_is_refused_by_icmp_port_unreachable() {
+    icmp_refuses_a_connect(scripted);
+}
+
+#[test]
+fn smoltcp_connect_is_refused_by_icmp_port_unreachable() {
+    icmp_refuses_a_connect(|| SmolStack::new(SmolConfig::default()));
+}
+
+/// The quoted sequence number must lie in SND.UNA..=SND.NXT, or the error is not believed
+/// (a stale or forged quote). smoltcp shows no sequence numbers, so this is the scripted
+/// stack's alone.
+#[test]
+fn scripted_ignores_an_error_quoting_another_sequence_number() {
+    let mut p = Pair::new(scripted(), scripted());
+    p.blackhole = true;
+    let id = p.a.connect(p.now, sa(A, 40_003), sa(B, 80)).unwrap();
+    p.run(Instant::from_millis(10));
+    let mut syn = p.log.iter().find(|x| x.1 && x.2.flags.syn()).unwrap().2;
+    syn.seq = syn.seq + 2;
+    let err = unreachable_for(&syn, [192, 0, 2, 1], IcmpError::PortUnreachable);
+    let (local, remote, seq) = icmp_hard_error(&Packet::parse(&err, true).unwrap()).unwrap();
+    assert!(p.a.icmp_unreachable(p.now, local, remote, seq), "known");
+    p.pump();
+    assert!(p.ev_a.is_empty(), "{:?}", p.ev_a);
+    p.blackhole = false;
+    p.run(Instant::from_secs(2));
+    assert!(
+        p.ev_a.contains(&TcpEvent::Connected { id }),
+        "the SYN was sent again"
+    );
 }

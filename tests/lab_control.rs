@@ -27,7 +27,7 @@ fn invariants(r: &RunReport) {
     let c = &r.connections;
     assert_eq!(
         c.started,
-        c.completed + c.reset + c.timed_out + c.other + c.open_at_end,
+        c.completed + c.reset + c.refused + c.timed_out + c.other + c.open_at_end,
         "{c:?}"
     );
     assert_eq!(
@@ -122,8 +122,19 @@ fn draining_a_proxy_with_inhibit_breaks_no_established_connection() {
         .count();
     assert_eq!(set, 7, "every director noticed, each at its own time");
     // New flows that hash to the weight-0 proxy find no destination (no mh-fallback): the
-    // kernel answers port unreachable; those connections fail.
+    // kernel answers port unreachable, and the client's connect fails at once
+    // (ECONNREFUSED), not at its timeout: every later failure is a refusal, one ICMP error
+    // each (the refused SYN is not sent again).
     assert!(e.broken_later > 0, "{e:#?}");
+    assert_eq!(e.broken_later_by_cause.refused, e.broken_later, "{e:#?}");
+    assert_eq!(r.connections.refused, e.broken_later, "{:?}", r.connections);
+    assert_eq!(r.connections.timed_out, 0, "{:?}", r.connections);
+    assert_eq!(
+        r.packets.dropped_by_reason.get("no_destination").copied(),
+        Some(r.connections.refused),
+        "{:?}",
+        r.packets.dropped_by_reason
+    );
 }
 
 /// The README hopes a proxy in maintenance drains; keepalived deletes it, and with

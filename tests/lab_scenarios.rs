@@ -43,7 +43,7 @@ fn every_example_scenario_keeps_the_accounting_invariants() {
         let c = &r.connections;
         assert_eq!(
             c.started,
-            c.completed + c.reset + c.timed_out + c.other + c.open_at_end,
+            c.completed + c.reset + c.refused + c.timed_out + c.other + c.open_at_end,
             "{}: {c:?}",
             f.display()
         );

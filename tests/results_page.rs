@@ -208,7 +208,7 @@ fn timeline_adds_up_to_the_report() {
     assert_eq!(t[0].from_s, 0.0);
     assert!((t[15].from_s - 7.5).abs() < 1e-9);
     let c = &report.connections;
-    let unsuccessful = c.reset + c.timed_out + c.other;
+    let unsuccessful = c.reset + c.refused + c.timed_out + c.other;
     assert!(unsuccessful > 0, "the dead proxy's connections break");
     assert_eq!(t.iter().map(|b| b.broken).sum::<u64>(), unsuccessful);
     assert_eq!(t[15].active, c.open_at_end);

@@ -22,7 +22,7 @@
 //! [`report::run`] on the same scenario.
 //!
 //! Invariants of every case: packet accounting balances; every connection ends exactly once
-//! (`started = completed + reset + timed_out + other + open_at_end`, one record per flow,
+//! (`started = completed + reset + refused + timed_out + other + open_at_end`, one record per flow,
 //! nothing open at the end); the same scenario and seed give the same report (two
 //! [`report::run`]s compared, and the report agrees with the [`Lab`] run's records).
 //!
@@ -743,7 +743,7 @@ fn check_case(s: &Scenario, steps: &[(f64, Step)]) -> (Run, RunReport) {
     let c = &a.connections;
     assert_eq!(
         c.started,
-        c.completed + c.reset + c.timed_out + c.other + c.open_at_end,
+        c.completed + c.reset + c.refused + c.timed_out + c.other + c.open_at_end,
         "{c:?}"
     );
     let count = |p: &dyn Fn(&ConnRecord) -> bool| recs.iter().filter(|r| p(r)).count() as u64;
@@ -752,6 +752,7 @@ fn check_case(s: &Scenario, steps: &[(f64, Step)]) -> (Run, RunReport) {
             c.started,
             c.completed,
             c.reset,
+            c.refused,
             c.timed_out,
             c.other,
             c.open_at_end
@@ -760,6 +761,7 @@ fn check_case(s: &Scenario, steps: &[(f64, Step)]) -> (Run, RunReport) {
             run.started,
             count(&|r| !is_broken(r.outcome)),
             count(&|r| matches!(r.outcome, Outcome::Reset { .. })),
+            count(&|r| matches!(r.outcome, Outcome::Refused { .. })),
             count(&|r| r.outcome == Outcome::TimedOut),
             0,
             0
@@ -769,7 +771,7 @@ fn check_case(s: &Scenario, steps: &[(f64, Step)]) -> (Run, RunReport) {
     assert_eq!(a.events.len(), run.moments.len());
     // With the window covering the whole run, each broken connection is blamed on the latest
     // disruption before it ended (report.rs), its cause read from how it ended.
-    let mut expect: Vec<[u64; 5]> = vec![[0; 5]; run.moments.len()];
+    let mut expect: Vec<[u64; 6]> = vec![[0; 6]; run.moments.len()];
     for r in recs.iter().filter(|r| is_broken(r.outcome)) {
         let i = run
             .moments
@@ -781,7 +783,8 @@ fn check_case(s: &Scenario, steps: &[(f64, Step)]) -> (Run, RunReport) {
             (Outcome::TimedOut, Action::ProxyFailed { .. }) => 1,
             (Outcome::TimedOut, Action::BackendLost { .. }) => 2,
             (Outcome::TimedOut, _) => 3,
-            _ => 4,
+            (Outcome::Refused { .. }, _) => 4,
+            _ => 5,
         };
         expect[i][cause] += 1;
     }
@@ -793,6 +796,7 @@ fn check_case(s: &Scenario, steps: &[(f64, Step)]) -> (Run, RunReport) {
                 k.proxy_lost,
                 k.backend_lost,
                 k.blackholed,
+                k.refused,
                 k.other
             ],
             *x,

@@ -14,10 +14,11 @@ use std::net::{IpAddr, SocketAddr};
 
 use foldhash::fast::FixedState;
 use rand::Rng;
-use tierlab_wire::{Duration, Instant};
+use tierlab_wire::view::IpView;
+use tierlab_wire::{Duration, Instant, IpProto, Packet, Verify};
 
 use crate::http;
-use crate::stack::{CloseCause, ConnId, StackError, TcpEvent, TcpStack};
+use crate::stack::{CloseCause, ConnId, StackError, TcpEvent, TcpStack, icmp_hard_error};
 
 /// The workload parameters (defaults: the lab's Python client).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -81,6 +82,13 @@ pub enum Outcome {
     /// A RST ended it; `by` is the origin tag of the packet that carried it (the node that
     /// sent it, as the caller labels nodes), `None` if it was refused before any tag.
     Reset {
+        /// Origin tag.
+        by: Option<u32>,
+    },
+    /// An ICMP error ended the connection attempt (a director with no destination for the
+    /// flow answers port unreachable: the application's connect fails with ECONNREFUSED);
+    /// `by` is the origin tag of the packet that carried it.
+    Refused {
         /// Origin tag.
         by: Option<u32>,
     },
@@ -332,7 +340,23 @@ impl<S: TcpStack> ClientHost<S> {
         rng: &mut impl Rng,
     ) -> Result<(), StackError> {
         self.origin = Some(from);
-        let r = self.stack.handle_packet(now, packet);
+        // An ICMP error for one of our connections goes to its TCP (a connection still
+        // connecting fails at once, as on Linux); anything else, an error for no connection
+        // included, to the stack's packet path.
+        let icmp = IpView::new_checked(packet, false)
+            .is_ok_and(|v| matches!(v.proto(), IpProto::Icmp | IpProto::Icmpv6));
+        let taken = icmp
+            && Packet::parse_with(packet, Verify::All)
+                .ok()
+                .and_then(|p| icmp_hard_error(&p))
+                .is_some_and(|(local, remote, seq)| {
+                    self.stack.icmp_unreachable(now, local, remote, seq)
+                });
+        let r = if taken {
+            Ok(())
+        } else {
+            self.stack.handle_packet(now, packet)
+        };
         self.process(now, rng);
         self.origin = None;
         r
@@ -416,6 +440,7 @@ impl<S: TcpStack> ClientHost<S> {
                             CloseCause::Reset => Outcome::Reset { by: self.origin },
                             CloseCause::TimedOut => Outcome::TimedOut,
                             CloseCause::Normal | CloseCause::Aborted => Outcome::Truncated,
+                            CloseCause::Unreachable => Outcome::Refused { by: self.origin },
                         };
                         self.record(now, id, o);
                     }

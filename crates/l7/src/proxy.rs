@@ -27,7 +27,7 @@ use tierlab_wire::{Duration, Icmpv4Repr, Icmpv6Repr, Instant, IpProto, Packet, T
 
 use crate::http::{self, AgentWord};
 use crate::pool::{Balance, CheckConfig, Pool, ServerConfig};
-use crate::stack::{CloseCause, ConnId, TcpEvent, TcpStack};
+use crate::stack::{CloseCause, ConnId, TcpEvent, TcpStack, icmp_hard_error};
 
 /// Configuration of a proxy (HAProxy's defaults where HAProxy has one).
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -506,9 +506,12 @@ impl<S: TcpStack> Proxy<S> {
         }
         let local = SocketAddr::new(q.src(), q.sport());
         let remote = SocketAddr::new(q.dst(), q.dport());
-        let known = match mtu {
-            Some(m) => self.stack.path_mtu_reduced(now, local, remote, m),
-            None => self.stack.knows(local, remote),
+        let known = match (mtu, icmp_hard_error(p)) {
+            (Some(m), _) => self.stack.path_mtu_reduced(now, local, remote, m),
+            // Destination unreachable, time exceeded, parameter problem: a connection to a
+            // server still connecting fails at once (HAProxy sees the connect fail).
+            (None, Some((l, r, seq))) => self.stack.icmp_unreachable(now, l, r, seq),
+            (None, None) => self.stack.knows(local, remote),
         };
         if !known {
             return self.drop_packet(DropReason::IcmpUnknownFlow);
@@ -943,7 +946,9 @@ impl<S: TcpStack> Proxy<S> {
                 let server = s.server.filter(|_| s.server_open);
                 let end = match cause {
                     CloseCause::Normal | CloseCause::Aborted => None,
-                    CloseCause::Reset => Some(SessionEnd::ClientReset),
+                    // A passive connection never ends by ICMP (only SYN-SENT does): counted
+                    // as a reset if a stack ever reports it.
+                    CloseCause::Reset | CloseCause::Unreachable => Some(SessionEnd::ClientReset),
                     CloseCause::TimedOut => Some(SessionEnd::ClientTimedOut),
                 };
                 if let Some(e) = end {
@@ -982,11 +987,11 @@ impl<S: TcpStack> Proxy<S> {
                 let c = s.client;
                 let c_open = s.client_open;
                 match cause {
-                    CloseCause::Reset | CloseCause::TimedOut => {
-                        s.end.get_or_insert(if cause == CloseCause::Reset {
-                            SessionEnd::ServerReset
-                        } else {
+                    CloseCause::Reset | CloseCause::TimedOut | CloseCause::Unreachable => {
+                        s.end.get_or_insert(if cause == CloseCause::TimedOut {
                             SessionEnd::ServerTimedOut
+                        } else {
+                            SessionEnd::ServerReset
                         });
                         if c_open {
                             // Relay what already arrived, then close the client.

@@ -1231,6 +1231,28 @@ impl TcpStack for ScriptedStack {
         self.map.contains_key(&ConnKey::new(local, remote))
     }
 
+    fn icmp_unreachable(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seq: TcpSeq,
+    ) -> bool {
+        let _ = now;
+        let Some(&slot) = self.map.get(&ConnKey::new(local, remote)) else {
+            return false;
+        };
+        let Some(t) = self.slots[slot as usize].as_ref() else {
+            return false;
+        };
+        // `between(seq, snd_una, snd_nxt)`: both ends included.
+        let believed = seq.diff(t.snd_una) >= 0 && t.snd_nxt.diff(seq) >= 0;
+        if believed && t.state == State::SynSent && !t.has(F_RELEASED) {
+            self.finish(slot, CloseCause::Unreachable, false);
+        }
+        true
+    }
+
     fn lower_path_mtu(&mut self, local: SocketAddr, remote: SocketAddr, mtu: u16) -> bool {
         let Some(&slot) = self.map.get(&ConnKey::new(local, remote)) else {
             return false;

@@ -25,7 +25,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpCidr, IpListenEndpoint};
-use tierlab_wire::{Duration, Instant, Packet, Transport, Verify};
+use tierlab_wire::{Duration, Instant, Packet, TcpSeq, Transport, Verify};
 
 use crate::stack::{CloseCause, ConnId, SlotTimers, StackError, TcpEvent, TcpStack};
 
@@ -598,6 +598,43 @@ impl TcpStack for SmolStack {
 
     fn knows(&self, local: SocketAddr, remote: SocketAddr) -> bool {
         self.map.contains_key(&(local, remote))
+    }
+
+    /// smoltcp 0.13 does not take ICMP for TCP and shows no sequence numbers: a connection
+    /// still in SYN-SENT is dropped here, silently as Linux's `tcp_done` (its socket is not
+    /// polled again, so it sends no RST). The quoted sequence number cannot be checked; in
+    /// SYN-SENT the only segment sent is the SYN, so only a stale or forged quote would fail
+    /// Linux's check.
+    fn icmp_unreachable(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seq: TcpSeq,
+    ) -> bool {
+        let _ = (now, seq);
+        let Some(&slot) = self.map.get(&(local, remote)) else {
+            return false;
+        };
+        let id = ConnId {
+            slot,
+            generation: self.generations[slot as usize],
+        };
+        let Some(c) = self.conns[slot as usize].as_mut() else {
+            return false;
+        };
+        let s = c.set.get_mut::<tcp::Socket>(c.handle);
+        if s.state() == tcp::State::SynSent && !c.released {
+            c.released = true;
+            if c.announced || !c.passive {
+                self.events.push_back(TcpEvent::Closed {
+                    id,
+                    cause: CloseCause::Unreachable,
+                });
+            }
+            self.release(slot);
+        }
+        true
     }
 
     /// smoltcp 0.13 has no path-MTU cache: its TCP sockets size segments by the interface's

@@ -16,7 +16,11 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 
 use thiserror::Error;
-use tierlab_wire::{Instant, TcpFlags, TcpRepr, TcpSeq, WireError};
+use tierlab_wire::icmp::{quoted_flow, quoted_tcp_seq};
+use tierlab_wire::{
+    Icmpv4Repr, Icmpv6Repr, Instant, IpProto, Packet, TcpFlags, TcpRepr, TcpSeq, Transport,
+    WireError,
+};
 
 /// A connection handle, valid from the event that announces it ([`TcpEvent::Accepted`], or the
 /// return of [`TcpStack::connect`]) until its [`TcpEvent::Closed`].
@@ -39,6 +43,10 @@ pub enum CloseCause {
     TimedOut,
     /// The local application aborted it (a RST was sent).
     Aborted,
+    /// An ICMP error (destination unreachable, time exceeded, parameter problem) ended the
+    /// connection attempt: the application's connect fails (ECONNREFUSED for port
+    /// unreachable); no RST is sent.
+    Unreachable,
 }
 
 /// What a stack tells its application.
@@ -245,6 +253,21 @@ pub trait TcpStack {
     /// big" quoting one of its packets); returns whether the connection is known.
     fn lower_path_mtu(&mut self, local: SocketAddr, remote: SocketAddr, mtu: u16) -> bool;
 
+    /// What a host does when an ICMP error other than "too big" (destination unreachable,
+    /// time exceeded, parameter problem) quoting one of its segments arrives: Linux
+    /// (`tcp_v4_err`, `tcp_v6_err`) believes it only if the quoted sequence number `seq` lies
+    /// in SND.UNA..=SND.NXT; it then ends a connection still in SYN-SENT at once, without a
+    /// RST ([`TcpEvent::Closed`] with [`CloseCause::Unreachable`] follows), and in any other
+    /// state only records a soft error (nothing changes). Returns whether the connection is
+    /// known.
+    fn icmp_unreachable(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seq: TcpSeq,
+    ) -> bool;
+
     /// What a host does when a "fragmentation needed" / "packet too big" quoting one of its
     /// connections arrives at `now`: lowers that connection's path MTU and, when its segments
     /// shrink, resends at once what was in flight (Linux `tcp_v4_mtu_reduced` /
@@ -288,6 +311,43 @@ pub trait TcpStack {
     /// Estimated heap and inline bytes held by the connection table (structure sizes plus buffer
     /// capacities), for the memory-per-connection figure.
     fn memory_bytes(&self) -> usize;
+}
+
+/// For an ICMP or ICMPv6 error that a host's TCP acts on, other than "too big": destination
+/// unreachable (any code but fragmentation needed), time exceeded, parameter problem (Linux
+/// `tcp_v4_err` and `tcp_v6_err`; they ignore source quench and redirects). Returns the
+/// connection the error quotes, from this host's side, and the quoted sequence number:
+/// `(local, remote, seq)`, for [`TcpStack::icmp_unreachable`]. `None` for anything else,
+/// including a quote that is not TCP or is cut before the sequence number.
+pub fn icmp_hard_error(p: &Packet<'_>) -> Option<(SocketAddr, SocketAddr, TcpSeq)> {
+    let acted_on = match p.transport {
+        Transport::Icmpv4(m) => match m {
+            // Codes beyond NR_ICMP_UNREACH (15) are ignored; 4 is the PMTU error.
+            Icmpv4Repr::DestUnreachable { code, .. } => code != 4 && code <= 15,
+            Icmpv4Repr::TimeExceeded { .. } => true,
+            Icmpv4Repr::Other { kind, .. } => kind == 12,
+            _ => false,
+        },
+        Transport::Icmpv6(m) => match m {
+            Icmpv6Repr::DestUnreachable { .. } | Icmpv6Repr::TimeExceeded { .. } => true,
+            Icmpv6Repr::Other { kind, .. } => kind == 4,
+            _ => false,
+        },
+        _ => false,
+    };
+    if !acted_on {
+        return None;
+    }
+    let q = quoted_flow(p.payload).ok()?;
+    if q.proto() != IpProto::Tcp {
+        return None;
+    }
+    let seq = quoted_tcp_seq(p.payload).ok()??;
+    Some((
+        SocketAddr::new(q.src(), q.sport()),
+        SocketAddr::new(q.dst(), q.dport()),
+        seq,
+    ))
 }
 
 /// The connections' deadlines, earliest first: (time in ns, slot, generation of the slot

@@ -47,6 +47,9 @@ pub struct Causes {
     /// Its path-MTU errors went to nodes without state for the flow, never to its proxy,
     /// and it timed out (see the module documentation).
     pub icmp_misrouted: u64,
+    /// Refused while connecting: a director had no destination for it and answered ICMP
+    /// port unreachable.
+    pub refused: u64,
     /// Any other unsuccessful end.
     pub other: u64,
 }
@@ -161,6 +164,9 @@ pub struct Connections {
     pub completed: u64,
     /// Ended by a RST.
     pub reset: u64,
+    /// Refused by an ICMP error while connecting (a director with no destination for the
+    /// flow answers port unreachable).
+    pub refused: u64,
     /// Ended by the client's read timeout or TCP giving up.
     pub timed_out: u64,
     /// Ended otherwise (truncated, HTTP error, corrupt).
@@ -213,6 +219,7 @@ impl Causes {
             ("backend_lost", self.backend_lost),
             ("blackholed", self.blackholed),
             ("icmp_misrouted", self.icmp_misrouted),
+            ("refused", self.refused),
             ("other", self.other),
         ]
         .into_iter()
@@ -237,13 +244,13 @@ impl RunReport {
     pub fn csv(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::from(
-            "scenario,seed,at_s,action,target,active_before,broken,reset_by_proxy,proxy_lost,backend_lost,blackholed,icmp_misrouted,other\n",
+            "scenario,seed,at_s,action,target,active_before,broken,reset_by_proxy,proxy_lost,backend_lost,blackholed,icmp_misrouted,refused,other\n",
         );
         for e in &self.events {
             let c = &e.broken_by_cause;
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                 self.scenario,
                 self.seed,
                 e.at_s,
@@ -256,6 +263,7 @@ impl RunReport {
                 c.backend_lost,
                 c.blackholed,
                 c.icmp_misrouted,
+                c.refused,
                 c.other
             );
         }
@@ -311,8 +319,8 @@ impl RunReport {
         let c = &self.connections;
         let _ = writeln!(
             out,
-            "connections: {} started, {} completed, {} reset, {} timed out, {} other, {} open at the end",
-            c.started, c.completed, c.reset, c.timed_out, c.other, c.open_at_end
+            "connections: {} started, {} completed, {} reset, {} refused, {} timed out, {} other, {} open at the end",
+            c.started, c.completed, c.reset, c.refused, c.timed_out, c.other, c.open_at_end
         );
         let p = &self.packets;
         let _ = writeln!(
@@ -547,6 +555,7 @@ fn run_inner<S: TcpStack + 'static, F: FnMut() -> S + 'static>(
         match r.outcome {
             Outcome::Completed | Outcome::Stopped => conns.completed += 1,
             Outcome::Reset { .. } => conns.reset += 1,
+            Outcome::Refused { .. } => conns.refused += 1,
             Outcome::TimedOut => conns.timed_out += 1,
             _ => conns.other += 1,
         }
@@ -651,6 +660,7 @@ fn classify(
             Outcome::Reset { by: Some(n) } if proxies.contains(&NodeId(n)) => {
                 &mut causes.reset_by_proxy
             }
+            Outcome::Refused { .. } => &mut causes.refused,
             Outcome::TimedOut if icmp.misrouted(r) => &mut causes.icmp_misrouted,
             Outcome::TimedOut => match action {
                 Action::ProxyFailed { .. } => &mut causes.proxy_lost,
@@ -780,7 +790,7 @@ mod tests {
         let c = &a.connections;
         assert_eq!(
             c.started,
-            c.completed + c.reset + c.timed_out + c.other + c.open_at_end,
+            c.completed + c.reset + c.refused + c.timed_out + c.other + c.open_at_end,
             "{c:?}"
         );
         assert_eq!(

@@ -521,6 +521,44 @@ pub fn quoted_flow(quote: &[u8]) -> Result<FlowKey> {
     }
 }
 
+/// The sequence number of the TCP segment an ICMP or ICMPv6 error quotes (`quote` as for
+/// [`quoted_flow`]): what a TCP checks against SND.UNA..SND.NXT before it believes the error
+/// (Linux `tcp_v4_err`, `tcp_v6_err`). `None` when the quote is not the first fragment of a
+/// TCP segment.
+///
+/// # Errors
+/// As [`quoted_flow`]; the quote stops before the sequence number (RFC 792 asks for the IP
+/// header and 64 bits of data, which reach it).
+pub fn quoted_tcp_seq(quote: &[u8]) -> Result<Option<crate::TcpSeq>> {
+    let flow = quoted_flow(quote)?;
+    if flow.proto() != IpProto::Tcp {
+        return Ok(None);
+    }
+    let (at, first_frag) = if quote[0] >> 4 == 4 {
+        let off = u16::from_be_bytes([quote[6], quote[7]]) & 0x1fff;
+        (usize::from(quote[0] & 0xf) * 4, off == 0)
+    } else {
+        let ul = upper_layer_v6(quote, quote.len())?;
+        (ul.offset, ul.frag.is_none_or(|(o, _, _)| o == 0))
+    };
+    if !first_frag {
+        return Ok(None);
+    }
+    need(
+        quote,
+        at + 8,
+        Layer::IcmpQuote,
+        at,
+        "quoted TCP sequence number",
+    )?;
+    Ok(Some(crate::TcpSeq(u32::from_be_bytes([
+        quote[at + 4],
+        quote[at + 5],
+        quote[at + 6],
+        quote[at + 7],
+    ]))))
+}
+
 fn ports(buf: &[u8], at: usize) -> Result<(u16, u16)> {
     need(buf, at + 4, Layer::IcmpQuote, at, "quoted ports")?;
     Ok((
@@ -549,6 +587,47 @@ mod tests {
             .unwrap()
             .tcp(&tcp, &vec![0xab; len])
             .unwrap()
+    }
+
+    #[test]
+    fn the_quoted_tcp_sequence_number_is_read_from_both_families() {
+        for (src, dst) in [
+            ("203.0.113.7", "198.51.100.1"),
+            ("2001:db8::cb00:7107", "2001:db8::c633:6401"),
+        ] {
+            let tcp = TcpRepr {
+                sport: 40000,
+                dport: 80,
+                seq: TcpSeq(0x0102_0304),
+                ack: TcpSeq(0x0a0b_0c0d),
+                flags: TcpFlags::SYN,
+                ..TcpRepr::default()
+            };
+            let seg = PacketBuilder::new(src.parse().unwrap(), dst.parse().unwrap())
+                .unwrap()
+                .tcp(&tcp, &[])
+                .unwrap();
+            let err = build_error(&seg, dst.parse().unwrap(), IcmpError::PortUnreachable, 1)
+                .unwrap()
+                .unwrap();
+            let p = Packet::parse(&err, true).unwrap();
+            assert_eq!(
+                quoted_tcp_seq(p.payload).unwrap(),
+                Some(TcpSeq(0x0102_0304))
+            );
+            // RFC 792's minimum quote (IP header and 8 bytes) still reaches it; 7 do not.
+            let hlen = if src.contains(':') { 40 } else { 20 };
+            assert_eq!(
+                quoted_tcp_seq(&seg[..hlen + 8]).unwrap(),
+                Some(TcpSeq(0x0102_0304))
+            );
+            assert!(quoted_tcp_seq(&seg[..hlen + 7]).is_err());
+        }
+        let udp = PacketBuilder::new("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
+            .unwrap()
+            .udp(&crate::udp::UdpRepr { sport: 1, dport: 2 }, &[0; 8])
+            .unwrap();
+        assert_eq!(quoted_tcp_seq(&udp).unwrap(), None, "not TCP");
     }
 
     #[test]

@@ -125,9 +125,10 @@ pub(crate) fn why(run: &SuiteRun, r: &RunReport) -> Option<String> {
              (ip_vs_proto_tcp.c) hands the SYN to `ip_vs_leave()` (ip_vs_core.c), which answers \
              ICMP port unreachable and drops it: about one new flow in 13 fails for as long as \
              the proxy stays drained (the run's `no_destination` drops). The lab's services have \
-             no fallback flag. The simulated client ignores the ICMP error (counted as \
-             `no_socket`) and gives up at its 2 s timeout, where a Linux client's connect would \
-             fail at once with ECONNREFUSED: the connection fails either way.",
+             no fallback flag. The client's TCP takes the error as Linux's `tcp_v4_err()` / \
+             `tcp_v6_err()` (net/ipv4/tcp_ipv4.c, net/ipv6/tcp_ipv6.c) do: a connection in \
+             SYN-SENT ends at once and its connect fails with ECONNREFUSED (cause `refused`); \
+             the client then opens its next connection, which most likely hashes elsewhere.",
             conns(later)
         )),
         "proxy_check_flap" if e.director_views_after > 1 => {
