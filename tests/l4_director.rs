@@ -258,6 +258,27 @@ fn a_drained_destination_keeps_its_flows_and_refuses_new_ones_with_port_unreacha
         icmp.transport,
         Transport::Icmpv4(Icmpv4Repr::DestUnreachable { code: 3, .. })
     ));
+    // The port unreachable goes through the host's ICMP rate limits (Linux: a burst of 6
+    // per peer, then one per `icmp_ratelimit`, 1 s): the same refused SYN sent 10 times at
+    // once draws 5 more errors (one was sent above), and one more a second later.
+    let answered = (0..10)
+        .filter(|_| {
+            let (reason, reply) = dropped(
+                &mut d,
+                Instant::from_secs(1),
+                &seg(c, port, VIP.into(), TcpFlags::SYN),
+            );
+            assert_eq!(reason, DropReason::NoDestination);
+            reply.is_some()
+        })
+        .count();
+    assert_eq!(answered, 5);
+    let later = dropped(
+        &mut d,
+        Instant::from_millis(2_000),
+        &seg(c, port, VIP.into(), TcpFlags::SYN),
+    );
+    assert!(later.1.is_some(), "a token a second later");
     // With mh-fallback the same flow finds another destination.
     let mut fb = Director::new(DirectorConfig {
         tunnel_src_v4: Some(DIRECTOR),

@@ -31,8 +31,9 @@
 //! 4. No entry: `ip_vs_try_to_schedule` → `tcp_conn_schedule`/`udp_conn_schedule`: a TCP
 //!    segment is scheduled only if it has SYN, or any non-RST segment with `sloppy_tcp=1`; the
 //!    service is looked up by protocol, VIP and port; the scheduler's choice creates the entry.
-//!    When the scheduler finds no destination, `ip_vs_leave` answers ICMP port unreachable and
-//!    drops ([`DropReason::NoDestination`]).
+//!    When the scheduler finds no destination, `ip_vs_leave` answers ICMP port unreachable
+//!    (within the host's ICMP rate limits, [`crate::icmp_limit`]) and drops
+//!    ([`DropReason::NoDestination`]).
 //! 5. Statistics, TCP state transition, timer re-armed, then `ip_vs_tunnel_xmit` through
 //!    [`tierlab_ipip::ipvs::tun_xmit`] with the `pmtu_disc` choice.
 //!
@@ -45,6 +46,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::icmp_limit::{IcmpLimiter, IcmpRateLimit};
 use serde::{Deserialize, Serialize};
 use tierlab_ipip::ipvs::{TunConfig, TunOutput, tun_xmit};
 use tierlab_wire::icmp::{IcmpError, build_error};
@@ -78,6 +80,10 @@ pub struct DirectorConfig {
     pub route_mtu: u16,
     /// Entry timeouts.
     pub timeouts: Timeouts,
+    /// The host's ICMP rate limits, which the port unreachable of `ip_vs_leave` goes
+    /// through (Linux's defaults).
+    #[serde(default)]
+    pub icmp_ratelimit: IcmpRateLimit,
 }
 
 impl Default for DirectorConfig {
@@ -95,6 +101,7 @@ impl Default for DirectorConfig {
             conn_reuse_mode: 1,
             route_mtu: 1500,
             timeouts: Timeouts::default(),
+            icmp_ratelimit: IcmpRateLimit::default(),
         }
     }
 }
@@ -183,6 +190,7 @@ pub struct Director {
     drops: BTreeMap<DropReason, u64>,
     expired: u64,
     ident: u16,
+    icmp: IcmpLimiter,
 }
 
 impl Director {
@@ -197,6 +205,7 @@ impl Director {
             drops: BTreeMap::new(),
             expired: 0,
             ident: 0,
+            icmp: IcmpLimiter::new(config.icmp_ratelimit),
         }
     }
 
@@ -511,11 +520,16 @@ impl Director {
         }
         let svc = &mut self.services[sid.0 as usize];
         let Some(dest) = svc.schedule(flow) else {
-            // ip_vs_leave: ICMP port unreachable from the VIP, and drop.
-            let ident = next_ident(&mut self.ident);
-            let reply = build_error(bytes, flow.dst(), IcmpError::PortUnreachable, ident)
-                .ok()
-                .flatten();
+            // ip_vs_leave: ICMP port unreachable from the VIP, if the host's ICMP rate
+            // limits let it go (see `icmp_limit`), and drop.
+            let reply = if self.icmp.allow(now, flow.src()) {
+                let ident = next_ident(&mut self.ident);
+                build_error(bytes, flow.dst(), IcmpError::PortUnreachable, ident)
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            };
             return Err(Verdict::Drop {
                 reason: DropReason::NoDestination,
                 reply,

@@ -9,6 +9,8 @@
 //!   first; a re-added destination moves to the head), with `ipvsadm`'s add/edit/delete.
 //! - [`conn`]: the connection table (IPVS keys, TCP states, timeouts on virtual time).
 //! - [`analysis`]: remap shares and balance of tables (tests, docs/l4.md).
+//! - [`icmp_limit`]: Linux's ICMP rate limits (per peer and global) on the director's port
+//!   unreachable.
 //! - [`director`]: the sans-IO [`Director`]: `handle_packet(now, bytes) → Verdict`,
 //!   `handle_timeout`, `poll_timeout`, per-destination counters, typed drop reasons.
 //!
@@ -48,6 +50,7 @@ pub mod analysis;
 pub mod conn;
 pub mod director;
 pub mod error;
+pub mod icmp_limit;
 pub mod sched;
 pub mod service;
 pub mod siphash;

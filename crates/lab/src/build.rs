@@ -38,6 +38,7 @@ use tierlab_ecmp::{
     Algorithm, HashConfig, HashFields, HashSeed, NextHop, NextHopGroup, NextHopId, Policy, Prefix,
     Router,
 };
+use tierlab_l4::icmp_limit::IcmpRateLimit;
 use tierlab_l4::{Director, DirectorConfig, SchedFlags, ServiceConfig};
 use tierlab_l7::{
     BackendConfig, BackendServer, ClientConfig, ClientHost, Proxy, ProxyConfig, ServerConfig,
@@ -291,6 +292,14 @@ fn make_director(s: &Scenario, i: u32, proxies: &[u32]) -> Result<DirectorNode, 
         expire_nodest_conn: s.director.expire_nodest_conn,
         expire_quiescent_template: s.director.expire_quiescent_template,
         route_mtu: t.mtu,
+        icmp_ratelimit: IcmpRateLimit {
+            ratelimit_ms_v4: s.director.icmp_ratelimit_ms,
+            ratelimit_ms_v6: s.director.icmpv6_ratelimit_ms,
+            // The directors reach the clients by their default route.
+            v6_route_prefix_len: 0,
+            msgs_per_sec: s.director.icmp_msgs_per_sec,
+            msgs_burst: s.director.icmp_msgs_burst,
+        },
         ..DirectorConfig::default()
     });
     for v in &t.vips {

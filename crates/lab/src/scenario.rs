@@ -253,6 +253,16 @@ pub struct Director {
     pub expire_nodest_conn: bool,
     /// `net.ipv4.vs.expire_quiescent_template` (the lab: 0).
     pub expire_quiescent_template: bool,
+    /// `net.ipv4.icmp_ratelimit` in ms (Linux: 1000): per-client spacing of the port
+    /// unreachables a director sends for flows with no destination, after a burst of 6.
+    pub icmp_ratelimit_ms: u32,
+    /// `net.ipv6.icmp.ratelimit` in ms (Linux 6.18: 100), divided by 16 for peers reached by
+    /// the default route.
+    pub icmpv6_ratelimit_ms: u32,
+    /// `net.ipv4.icmp_msgs_per_sec` (Linux: 1000), the global refill rate.
+    pub icmp_msgs_per_sec: u32,
+    /// `net.ipv4.icmp_msgs_burst` (Linux: 50), the global burst.
+    pub icmp_msgs_burst: u32,
 }
 
 impl Default for Director {
@@ -262,6 +272,10 @@ impl Default for Director {
             pmtu_disc: false,
             expire_nodest_conn: false,
             expire_quiescent_template: false,
+            icmp_ratelimit_ms: 1000,
+            icmpv6_ratelimit_ms: 100,
+            icmp_msgs_per_sec: 1000,
+            icmp_msgs_burst: 50,
         }
     }
 }
