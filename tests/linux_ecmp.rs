@@ -23,13 +23,13 @@
 mod netns;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use netns::Netns;
+use netns::{Netns, PACKET_OUTGOING, send_raw};
 use nix::sys::socket::{
-    AddressFamily, LinkAddr, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, SockaddrIn,
-    SockaddrIn6, bind, recv, recvfrom, sendto, setsockopt, socket, sockopt,
+    AddressFamily, LinkAddr, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv,
+    recvfrom, sendto, setsockopt, socket, sockopt,
 };
 use nix::sys::time::TimeVal;
 use rand::{Rng, RngCore};
@@ -323,27 +323,6 @@ fn packet_key(bytes: &[u8]) -> Option<Vec<u8>> {
     k.extend(addr_bytes(p.dst()));
     k.extend_from_slice(bytes.get(p.transport_offset..p.len)?);
     Some(k)
-}
-
-const PACKET_OUTGOING: u8 = 4;
-
-fn send_raw(raw4: &OwnedFd, raw6: &OwnedFd, p: &[u8]) -> Result<(), String> {
-    let parsed = Packet::parse(p, false).map_err(|e| e.to_string())?;
-    let sent = match parsed.dst() {
-        IpAddr::V4(d) => sendto(
-            raw4.as_raw_fd(),
-            p,
-            &SockaddrIn::from(SocketAddrV4::new(d, 0)),
-            MsgFlags::empty(),
-        ),
-        IpAddr::V6(d) => sendto(
-            raw6.as_raw_fd(),
-            p,
-            &SockaddrIn6::from(SocketAddrV6::new(d, 0, 0, 0)),
-            MsgFlags::empty(),
-        ),
-    };
-    sent.map(|_| ()).map_err(|e| format!("raw send: {e}"))
 }
 
 /// Sends the packets in chunks and records the device each leaves R by. A packet not seen

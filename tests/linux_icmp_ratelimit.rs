@@ -19,13 +19,12 @@
 #[path = "common/netns.rs"]
 mod netns;
 
-use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
-use netns::Netns;
+use netns::{Netns, PACKET_OUTGOING, send_raw};
 use nix::sys::socket::{
-    AddressFamily, LinkAddr, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6,
-    recvfrom, sendto, setsockopt, socket, sockopt,
+    AddressFamily, LinkAddr, SockFlag, SockProtocol, SockType, recvfrom, setsockopt, socket,
+    sockopt,
 };
 use nix::sys::time::TimeVal;
 use tierlab::l4::icmp_limit::{IcmpLimiter, IcmpRateLimit};
@@ -103,26 +102,6 @@ fn datagram(src: &str, dst: &str, len: usize) -> Vec<u8> {
         )
         .unwrap()
 }
-
-fn send_raw(raw4: &OwnedFd, raw6: &OwnedFd, p: &[u8]) -> Result<(), String> {
-    let sent = match Packet::parse(p, false).map_err(|e| e.to_string())?.dst() {
-        IpAddr::V4(d) => sendto(
-            raw4.as_raw_fd(),
-            p,
-            &SockaddrIn::from(SocketAddrV4::new(d, 0)),
-            MsgFlags::empty(),
-        ),
-        IpAddr::V6(d) => sendto(
-            raw6.as_raw_fd(),
-            p,
-            &SockaddrIn6::from(SocketAddrV6::new(d, 0, 0, 0)),
-            MsgFlags::empty(),
-        ),
-    };
-    sent.map(|_| ()).map_err(|e| format!("raw send: {e}"))
-}
-
-const PACKET_OUTGOING: u8 = 4;
 
 /// Sends every datagram from A as fast as a loop can, then counts the errors that arrive on
 /// A's link until none has come for 300 ms.

@@ -7,7 +7,12 @@ use std::fs::File;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, OwnedFd};
+
 use nix::sched::{CloneFlags, setns};
+use nix::sys::socket::{MsgFlags, SockaddrIn, SockaddrIn6, sendto};
+use tierlab::wire::Packet;
 
 /// Namespaces made by this process so far (their names stay unique).
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -94,4 +99,28 @@ pub(crate) fn run(prog: &str, args: &[&str]) -> Result<String, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// `sll_pkttype` of a packet the capturing host sent (a packet socket sees both ways).
+pub(crate) const PACKET_OUTGOING: u8 = 4;
+
+/// Sends a whole IP packet (header included) from raw sockets of the calling thread's
+/// namespace (`IPPROTO_RAW`, one per family), to its destination address.
+pub(crate) fn send_raw(raw4: &OwnedFd, raw6: &OwnedFd, p: &[u8]) -> Result<(), String> {
+    let parsed = Packet::parse(p, false).map_err(|e| e.to_string())?;
+    let sent = match parsed.dst() {
+        IpAddr::V4(d) => sendto(
+            raw4.as_raw_fd(),
+            p,
+            &SockaddrIn::from(SocketAddrV4::new(d, 0)),
+            MsgFlags::empty(),
+        ),
+        IpAddr::V6(d) => sendto(
+            raw6.as_raw_fd(),
+            p,
+            &SockaddrIn6::from(SocketAddrV6::new(d, 0, 0, 0)),
+            MsgFlags::empty(),
+        ),
+    };
+    sent.map(|_| ()).map_err(|e| format!("raw send: {e}"))
 }
