@@ -83,11 +83,6 @@ impl IcmpLimiter {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &IcmpRateLimit {
-        &self.cfg
-    }
-
     /// Whether an error to `peer` may be sent at `now`; if so, it is counted as sent.
     pub fn allow(&mut self, now: Instant, peer: IpAddr) -> bool {
         let now = now.as_nanos();
@@ -151,11 +146,6 @@ impl IcmpLimiter {
             }
         };
         ms * 1_000_000
-    }
-
-    /// Peers with a bucket.
-    pub fn peers(&self) -> usize {
-        self.peers.len()
     }
 }
 

@@ -16,10 +16,9 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 
 use thiserror::Error;
-use tierlab_wire::icmp::{quoted_flow, quoted_tcp_seq};
+use tierlab_wire::icmp::quoted_tcp;
 use tierlab_wire::{
-    Icmpv4Repr, Icmpv6Repr, Instant, IpProto, Packet, TcpFlags, TcpRepr, TcpSeq, Transport,
-    WireError,
+    Icmpv4Repr, Icmpv6Repr, Instant, Packet, TcpFlags, TcpRepr, TcpSeq, Transport, WireError,
 };
 
 /// A connection handle, valid from the event that announces it ([`TcpEvent::Accepted`], or the
@@ -338,11 +337,7 @@ pub fn icmp_hard_error(p: &Packet<'_>) -> Option<(SocketAddr, SocketAddr, TcpSeq
     if !acted_on {
         return None;
     }
-    let q = quoted_flow(p.payload).ok()?;
-    if q.proto() != IpProto::Tcp {
-        return None;
-    }
-    let seq = quoted_tcp_seq(p.payload).ok()??;
+    let (q, seq) = quoted_tcp(p.payload).ok()??;
     Some((
         SocketAddr::new(q.src(), q.sport()),
         SocketAddr::new(q.dst(), q.dport()),

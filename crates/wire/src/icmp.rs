@@ -521,15 +521,15 @@ pub fn quoted_flow(quote: &[u8]) -> Result<FlowKey> {
     }
 }
 
-/// The sequence number of the TCP segment an ICMP or ICMPv6 error quotes (`quote` as for
-/// [`quoted_flow`]): what a TCP checks against SND.UNA..SND.NXT before it believes the error
-/// (Linux `tcp_v4_err`, `tcp_v6_err`). `None` when the quote is not the first fragment of a
-/// TCP segment.
+/// The flow and the sequence number of the TCP segment an ICMP or ICMPv6 error quotes
+/// (`quote` as for [`quoted_flow`]): the sequence number is what a TCP checks against
+/// SND.UNA..SND.NXT before it believes the error (Linux `tcp_v4_err`, `tcp_v6_err`). `None`
+/// when the quote is not the first fragment of a TCP segment.
 ///
 /// # Errors
 /// As [`quoted_flow`]; the quote stops before the sequence number (RFC 792 asks for the IP
 /// header and 64 bits of data, which reach it).
-pub fn quoted_tcp_seq(quote: &[u8]) -> Result<Option<crate::TcpSeq>> {
+pub fn quoted_tcp(quote: &[u8]) -> Result<Option<(FlowKey, crate::TcpSeq)>> {
     let flow = quoted_flow(quote)?;
     if flow.proto() != IpProto::Tcp {
         return Ok(None);
@@ -551,12 +551,13 @@ pub fn quoted_tcp_seq(quote: &[u8]) -> Result<Option<crate::TcpSeq>> {
         at,
         "quoted TCP sequence number",
     )?;
-    Ok(Some(crate::TcpSeq(u32::from_be_bytes([
+    let seq = crate::TcpSeq(u32::from_be_bytes([
         quote[at + 4],
         quote[at + 5],
         quote[at + 6],
         quote[at + 7],
-    ]))))
+    ]));
+    Ok(Some((flow, seq)))
 }
 
 fn ports(buf: &[u8], at: usize) -> Result<(u16, u16)> {
@@ -612,22 +613,22 @@ mod tests {
                 .unwrap();
             let p = Packet::parse(&err, true).unwrap();
             assert_eq!(
-                quoted_tcp_seq(p.payload).unwrap(),
+                quoted_tcp(p.payload).unwrap().map(|(_, s)| s),
                 Some(TcpSeq(0x0102_0304))
             );
             // RFC 792's minimum quote (IP header and 8 bytes) still reaches it; 7 do not.
             let hlen = if src.contains(':') { 40 } else { 20 };
             assert_eq!(
-                quoted_tcp_seq(&seg[..hlen + 8]).unwrap(),
+                quoted_tcp(&seg[..hlen + 8]).unwrap().map(|(_, s)| s),
                 Some(TcpSeq(0x0102_0304))
             );
-            assert!(quoted_tcp_seq(&seg[..hlen + 7]).is_err());
+            assert!(quoted_tcp(&seg[..hlen + 7]).is_err());
         }
         let udp = PacketBuilder::new("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap())
             .unwrap()
             .udp(&crate::udp::UdpRepr { sport: 1, dport: 2 }, &[0; 8])
             .unwrap();
-        assert_eq!(quoted_tcp_seq(&udp).unwrap(), None, "not TCP");
+        assert_eq!(quoted_tcp(&udp).unwrap(), None, "not TCP");
     }
 
     #[test]
