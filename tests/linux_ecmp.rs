@@ -26,12 +26,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use netns::{Netns, PACKET_OUTGOING, send_raw};
+use netns::{Netns, PACKET_OUTGOING, capture_socket, raw_sockets, send_raw};
 use nix::sys::socket::{
     AddressFamily, LinkAddr, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv,
-    recvfrom, sendto, setsockopt, socket, sockopt,
+    recvfrom, sendto, socket,
 };
-use nix::sys::time::TimeVal;
 use rand::{Rng, RngCore};
 use tierlab::ecmp::{
     Algorithm, HashConfig, HashFields, HashInput, HashPath, HashSeed, NextHop, NextHopGroup,
@@ -183,28 +182,9 @@ impl Lab {
         let oifs = std::thread::scope(|s| {
             s.spawn(|| -> Result<Vec<u32>, String> {
                 self.r.enter()?;
-                let cap = socket(
-                    AddressFamily::Packet,
-                    SockType::Datagram,
-                    SockFlag::SOCK_CLOEXEC,
-                    SockProtocol::EthAll,
-                )
-                .map_err(|e| format!("packet socket: {e}"))?;
-                setsockopt(&cap, sockopt::ReceiveTimeout, &TimeVal::new(0, 200_000))
-                    .map_err(|e| e.to_string())?;
-                setsockopt(&cap, sockopt::RcvBufForce, &(8 << 20)).map_err(|e| e.to_string())?;
+                let cap = capture_socket(200_000)?;
                 self.e.enter()?;
-                let raw = |fam| {
-                    socket(
-                        fam,
-                        SockType::Raw,
-                        SockFlag::SOCK_CLOEXEC,
-                        SockProtocol::Raw,
-                    )
-                    .map_err(|e| format!("raw socket: {e}"))
-                };
-                let raw4 = raw(AddressFamily::Inet)?;
-                let raw6 = raw(AddressFamily::Inet6)?;
+                let (raw4, raw6) = raw_sockets()?;
                 inject(&cap, &raw4, &raw6, packets, &self.nh_ifindex)
             })
             .join()

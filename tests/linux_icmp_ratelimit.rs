@@ -21,12 +21,8 @@ mod netns;
 
 use std::os::fd::AsRawFd;
 
-use netns::{Netns, PACKET_OUTGOING, send_raw};
-use nix::sys::socket::{
-    AddressFamily, LinkAddr, SockFlag, SockProtocol, SockType, recvfrom, setsockopt, socket,
-    sockopt,
-};
-use nix::sys::time::TimeVal;
+use netns::{Netns, PACKET_OUTGOING, capture_socket, raw_sockets, send_raw};
+use nix::sys::socket::{LinkAddr, recvfrom};
 use tierlab::l4::icmp_limit::{IcmpLimiter, IcmpRateLimit};
 use tierlab::wire::{Icmpv4Repr, Icmpv6Repr, Instant, Packet, PacketBuilder, Transport, UdpRepr};
 
@@ -109,26 +105,8 @@ fn exchange(bed: &Bed, datagrams: &[Vec<u8>]) -> Result<Errors, String> {
     std::thread::scope(|s| {
         s.spawn(|| -> Result<Errors, String> {
             bed.a.enter()?;
-            let cap = socket(
-                AddressFamily::Packet,
-                SockType::Datagram,
-                SockFlag::SOCK_CLOEXEC,
-                SockProtocol::EthAll,
-            )
-            .map_err(|e| format!("packet socket: {e}"))?;
-            setsockopt(&cap, sockopt::ReceiveTimeout, &TimeVal::new(0, 300_000))
-                .map_err(|e| e.to_string())?;
-            setsockopt(&cap, sockopt::RcvBufForce, &(8 << 20)).map_err(|e| e.to_string())?;
-            let raw = |fam| {
-                socket(
-                    fam,
-                    SockType::Raw,
-                    SockFlag::SOCK_CLOEXEC,
-                    SockProtocol::Raw,
-                )
-                .map_err(|e| format!("raw socket: {e}"))
-            };
-            let (raw4, raw6) = (raw(AddressFamily::Inet)?, raw(AddressFamily::Inet6)?);
+            let cap = capture_socket(300_000)?;
+            let (raw4, raw6) = raw_sockets()?;
             for d in datagrams {
                 send_raw(&raw4, &raw6, d)?;
             }

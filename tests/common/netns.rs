@@ -11,7 +11,11 @@ use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sched::{CloneFlags, setns};
-use nix::sys::socket::{MsgFlags, SockaddrIn, SockaddrIn6, sendto};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6, sendto,
+    setsockopt, socket, sockopt,
+};
+use nix::sys::time::TimeVal;
 use tierlab::wire::Packet;
 
 /// Namespaces made by this process so far (their names stay unique).
@@ -123,4 +127,35 @@ pub(crate) fn send_raw(raw4: &OwnedFd, raw6: &OwnedFd, p: &[u8]) -> Result<(), S
         ),
     };
     sent.map(|_| ()).map_err(|e| format!("raw send: {e}"))
+}
+
+/// A packet socket on every interface of the calling thread's namespace (link headers
+/// stripped), with an 8 MiB buffer and a receive timeout of `timeout_us` microseconds.
+pub(crate) fn capture_socket(timeout_us: i64) -> Result<OwnedFd, String> {
+    let cap = socket(
+        AddressFamily::Packet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::EthAll,
+    )
+    .map_err(|e| format!("packet socket: {e}"))?;
+    setsockopt(&cap, sockopt::ReceiveTimeout, &TimeVal::new(0, timeout_us))
+        .map_err(|e| e.to_string())?;
+    setsockopt(&cap, sockopt::RcvBufForce, &(8 << 20)).map_err(|e| e.to_string())?;
+    Ok(cap)
+}
+
+/// Raw sockets (`IPPROTO_RAW`, header included) for IPv4 and IPv6 in the calling thread's
+/// namespace, for [`send_raw`].
+pub(crate) fn raw_sockets() -> Result<(OwnedFd, OwnedFd), String> {
+    let raw = |fam| {
+        socket(
+            fam,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::Raw,
+        )
+        .map_err(|e| format!("raw socket: {e}"))
+    };
+    Ok((raw(AddressFamily::Inet)?, raw(AddressFamily::Inet6)?))
 }
