@@ -30,15 +30,61 @@ pub enum ParseError {
 /// (haproxy doc/proxy-protocol.txt §2.1): `PROXY TCP4 <src> <dst> <sport> <dport>\r\n`, or
 /// `TCP6` for IPv6, or `UNKNOWN` when the families differ.
 pub fn proxy_v1(client: SocketAddr, server: SocketAddr) -> String {
+    let mut out = Vec::with_capacity(PROXY_V1_MAX);
+    proxy_v1_into(client, server, &mut out);
+    String::from_utf8(out).expect("the header is ASCII")
+}
+
+/// Appends the PROXY v1 header of [`proxy_v1`] to `out`. IPv4 addresses and the ports are
+/// written digit by digit (the proxy writes one header per connection; the formatting
+/// machinery cost more than the rest of the connect); IPv6 addresses go through their
+/// `Display` (RFC 5952 form).
+pub fn proxy_v1_into(client: SocketAddr, server: SocketAddr, out: &mut Vec<u8>) {
     match (client.ip(), server.ip()) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            format!("PROXY TCP4 {s} {d} {} {}\r\n", client.port(), server.port())
+            out.extend_from_slice(b"PROXY TCP4 ");
+            push_ipv4(out, s.octets());
+            out.push(b' ');
+            push_ipv4(out, d.octets());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            format!("PROXY TCP6 {s} {d} {} {}\r\n", client.port(), server.port())
+            use std::io::Write as _;
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "PROXY TCP6 {s} {d}");
         }
-        _ => "PROXY UNKNOWN\r\n".to_owned(),
+        _ => return out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
     }
+    out.push(b' ');
+    push_decimal(out, client.port());
+    out.push(b' ');
+    push_decimal(out, server.port());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `a.b.c.d`.
+fn push_ipv4(out: &mut Vec<u8>, octets: [u8; 4]) {
+    for (i, o) in octets.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        push_decimal(out, u16::from(o));
+    }
+}
+
+/// Appends `n` in decimal, without leading zeros.
+fn push_decimal(out: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// Parses a PROXY v1 header at the start of `buf`: returns (client, proxied-to) addresses
@@ -341,6 +387,22 @@ mod tests {
         assert!(h6.len() <= PROXY_V1_MAX);
         assert_eq!(parse_proxy_v1(h6.as_bytes()).unwrap().0, Some((c6, s6)));
         assert_eq!(proxy_v1(c, s6), "PROXY UNKNOWN\r\n");
+        // Digit by digit as `format!` writes them: zeros, one to five digits, the extremes.
+        for (a, p) in [
+            ([0, 0, 0, 0], 0),
+            ([9, 10, 99, 100], 9),
+            ([199, 200, 249, 255], 10_000),
+            ([1, 2, 3, 4], 65_535),
+        ] {
+            let (c, s) = (
+                SocketAddr::from((a, p)),
+                SocketAddr::from(([10, 0, 0, 1], 80)),
+            );
+            assert_eq!(
+                proxy_v1(c, s),
+                format!("PROXY TCP4 {} {} {} {}\r\n", c.ip(), s.ip(), p, 80)
+            );
+        }
     }
 
     #[test]

@@ -755,19 +755,19 @@ impl<S: TcpStack> Proxy<S> {
                     }
                     return;
                 };
-                let path = http::request_path(&head[..end]).map(str::to_owned);
-                match path {
+                let monitor = http::request_path(&head[..end]).map(|p| p == self.cfg.monitor_uri);
+                match monitor {
                     Err(_) => self.respond(
                         now,
                         slot,
                         b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
                         SessionEnd::BadRequest,
                     ),
-                    Ok(p) if p == self.cfg.monitor_uri => {
+                    Ok(true) => {
                         let ok = self.monitor_ok();
                         self.respond(now, slot, http::monitor_response(ok), SessionEnd::Monitor);
                     }
-                    Ok(_) => self.start_server(now, slot, head),
+                    Ok(false) => self.start_server(now, slot, head),
                 }
             }
             Phase::Relay => self.pump_both(now, slot),
@@ -821,19 +821,20 @@ impl<S: TcpStack> Proxy<S> {
     fn server_connected(&mut self, now: Instant, slot: u32) {
         let send_proxy = self.cfg.send_proxy;
         let Some(s) = self.session(slot) else { return };
-        let (Some(server), client) = (s.server, s.client) else {
+        let Some(server) = s.server else {
             return;
         };
         let head = std::mem::take(&mut s.head);
         s.phase = Phase::Relay;
         let (client_addr, vip) = (s.client_addr, s.vip);
-        let _ = client;
-        let mut first = Vec::new();
+        let mut first = std::mem::take(&mut self.buf);
+        first.clear();
         if send_proxy {
-            first.extend_from_slice(http::proxy_v1(client_addr, vip).as_bytes());
+            http::proxy_v1_into(client_addr, vip, &mut first);
         }
         first.extend_from_slice(&head);
         let _ = self.stack.send(now, server, &first);
+        self.buf = first;
         self.pump_both(now, slot);
     }
 
