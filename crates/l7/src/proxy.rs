@@ -16,10 +16,9 @@
 //! reports it ([`ProxyEvent::ResetSent`]).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
-use foldhash::fast::FixedState;
 use tierlab_ipip::{DecapError, TunnelEndpoint};
 use tierlab_wire::frag::{Reassembler, Reassembly};
 use tierlab_wire::icmp::quoted_flow;
@@ -256,6 +255,37 @@ enum Role {
     Agent(usize),
 }
 
+/// What each of the stack's connections is to the proxy, indexed by the handle's slot (the
+/// stacks number their connections densely) and checked against its generation: a lookup
+/// per stack event without hashing.
+#[derive(Debug, Default)]
+struct RoleTable {
+    by_slot: Vec<Option<(u32, Role)>>,
+}
+
+impl RoleTable {
+    fn get(&self, id: ConnId) -> Option<Role> {
+        match self.by_slot.get(id.slot as usize) {
+            Some(&Some((g, role))) if g == id.generation => Some(role),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, id: ConnId, role: Role) {
+        let i = id.slot as usize;
+        if i >= self.by_slot.len() {
+            self.by_slot.resize(i + 1, None);
+        }
+        self.by_slot[i] = Some((id.generation, role));
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Role> {
+        let role = self.get(id)?;
+        self.by_slot[id.slot as usize] = None;
+        Some(role)
+    }
+}
+
 #[derive(Debug, Default)]
 struct CheckState {
     next_check: Instant,
@@ -277,7 +307,7 @@ pub struct Proxy<S: TcpStack> {
     agent_up: bool,
     sessions: Vec<Option<Session>>,
     free: Vec<u32>,
-    roles: HashMap<ConnId, Role, FixedState>,
+    roles: RoleTable,
     checks: Vec<CheckState>,
     deadlines: BinaryHeap<Reverse<(Instant, u32, ConnId)>>,
     next_port: u16,
@@ -354,7 +384,7 @@ impl<S: TcpStack> Proxy<S> {
             agent_up: true,
             sessions: Vec::new(),
             free: Vec::new(),
-            roles: HashMap::default(),
+            roles: RoleTable::default(),
             checks,
             deadlines: BinaryHeap::new(),
             next_port: PORT_LO,
@@ -599,7 +629,7 @@ impl<S: TcpStack> Proxy<S> {
             if self.cfg.check.enabled && self.checks[i].next_check <= now {
                 if let Some((id, _)) = self.checks[i].check_conn.take() {
                     // Still not connected after `inter`: a failure.
-                    self.roles.remove(&id);
+                    self.roles.remove(id);
                     let _ = self.stack.abort(now, id);
                     self.check_done(i, false);
                 }
@@ -615,7 +645,7 @@ impl<S: TcpStack> Proxy<S> {
                 && self.checks[i].next_agent <= now
             {
                 if let Some((id, _, _)) = self.checks[i].agent_conn.take() {
-                    self.roles.remove(&id);
+                    self.roles.remove(id);
                     let _ = self.stack.abort(now, id);
                 }
                 self.checks[i].next_agent = now + self.cfg.agent_inter;
@@ -654,10 +684,10 @@ impl<S: TcpStack> Proxy<S> {
                     self.events
                         .push_back(ProxyEvent::ResetSent { local, remote });
                 }
-                TcpEvent::Connected { id } => match self.roles.get(&id).copied() {
+                TcpEvent::Connected { id } => match self.roles.get(id) {
                     Some(Role::Server(slot)) => self.server_connected(now, slot),
                     Some(Role::Check(i)) => {
-                        self.roles.remove(&id);
+                        self.roles.remove(id);
                         self.checks[i].check_conn = None;
                         // HAProxy closes a successful connect check with a RST (no linger).
                         let _ = self.stack.abort(now, id);
@@ -665,15 +695,13 @@ impl<S: TcpStack> Proxy<S> {
                     }
                     _ => {}
                 },
-                TcpEvent::Readable { id } | TcpEvent::Writable { id } => {
-                    match self.roles.get(&id).copied() {
-                        Some(Role::Client(slot)) => self.client_readable(now, slot),
-                        Some(Role::Server(slot)) => self.pump_both(now, slot),
-                        Some(Role::Agent(i)) => self.agent_readable(now, id, i),
-                        _ => {}
-                    }
-                }
-                TcpEvent::PeerClosed { id } => match self.roles.get(&id).copied() {
+                TcpEvent::Readable { id } | TcpEvent::Writable { id } => match self.roles.get(id) {
+                    Some(Role::Client(slot)) => self.client_readable(now, slot),
+                    Some(Role::Server(slot)) => self.pump_both(now, slot),
+                    Some(Role::Agent(i)) => self.agent_readable(now, id, i),
+                    _ => {}
+                },
+                TcpEvent::PeerClosed { id } => match self.roles.get(id) {
                     Some(Role::Client(slot)) => self.client_readable(now, slot),
                     Some(Role::Server(slot)) => self.pump_both(now, slot),
                     Some(Role::Agent(i)) => self.agent_readable(now, id, i),
@@ -900,13 +928,13 @@ impl<S: TcpStack> Proxy<S> {
         if let Some(nl) = buf.iter().position(|&c| c == b'\n') {
             let line = buf[..nl].to_vec();
             self.checks[i].agent_conn = None;
-            self.roles.remove(&id);
+            self.roles.remove(id);
             let _ = self.stack.close(now, id);
             self.agent_reply(i, &line);
         } else if done {
             let line = std::mem::take(buf);
             self.checks[i].agent_conn = None;
-            self.roles.remove(&id);
+            self.roles.remove(id);
             let _ = self.stack.close(now, id);
             self.agent_reply(i, &line);
         }
@@ -917,7 +945,7 @@ impl<S: TcpStack> Proxy<S> {
         s.server_open = false;
         let (server, backend) = (s.server.take(), s.backend);
         if let Some(id) = server {
-            self.roles.remove(&id);
+            self.roles.remove(id);
         }
         if let Some(b) = backend {
             self.pool.release(b);
@@ -926,7 +954,7 @@ impl<S: TcpStack> Proxy<S> {
     }
 
     fn closed(&mut self, now: Instant, id: ConnId, cause: CloseCause) {
-        let Some(role) = self.roles.remove(&id) else {
+        let Some(role) = self.roles.remove(id) else {
             return;
         };
         match role {
