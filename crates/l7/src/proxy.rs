@@ -314,7 +314,12 @@ pub struct Proxy<S: TcpStack> {
     events: VecDeque<ProxyEvent>,
     drops: BTreeMap<DropReason, u64>,
     buf: Vec<u8>,
+    /// Request-head buffers of sessions that went on to a server, kept for the next ones.
+    spare_heads: Vec<Vec<u8>>,
 }
+
+/// Most request-head buffers kept for reuse.
+const SPARE_HEADS: usize = 1024;
 
 /// Destination address and protocol (IPv6: the fixed header's next header) read in place;
 /// `None` when the bytes are too short for the fixed header or of no IP version.
@@ -391,6 +396,7 @@ impl<S: TcpStack> Proxy<S> {
             events: VecDeque::new(),
             drops: BTreeMap::new(),
             buf: Vec::new(),
+            spare_heads: Vec::new(),
         })
     }
 
@@ -763,6 +769,11 @@ impl<S: TcpStack> Proxy<S> {
         match phase {
             Phase::Head => {
                 let mut head = std::mem::take(&mut s.head);
+                if head.capacity() == 0
+                    && let Some(b) = self.spare_heads.pop()
+                {
+                    head = b;
+                }
                 let max = self.cfg.max_head;
                 let want = max + 1 - head.len().min(max);
                 let _ = self.stack.recv(now, client, &mut head, want);
@@ -863,6 +874,11 @@ impl<S: TcpStack> Proxy<S> {
         first.extend_from_slice(&head);
         let _ = self.stack.send(now, server, &first);
         self.buf = first;
+        if self.spare_heads.len() < SPARE_HEADS {
+            let mut head = head;
+            head.clear();
+            self.spare_heads.push(head);
+        }
         self.pump_both(now, slot);
     }
 
