@@ -1058,14 +1058,15 @@ impl ScriptedStack {
 }
 
 /// Makes room in `buf` for `add` more bytes. A buffer's first allocation is what it is
-/// asked for (a request, a header); when it must grow after that, it grows once to its
-/// limit `limit` (the socket buffer size): a stream then costs one allocation and no copy of
-/// the bytes already queued, where doubling would reallocate and copy five times and end
-/// past the limit (1,460 → 93,440 bytes for a 64 KiB buffer).
+/// asked for when that is small (a request, a header: under 1 KiB); a first write of a
+/// segment or more, or any growth after the first allocation, goes straight to the limit
+/// `limit` (the socket buffer size): a stream then costs one allocation and no copy of the
+/// bytes already queued, where doubling would reallocate and copy five times and end past
+/// the limit (1,460 → 93,440 bytes for a 64 KiB buffer).
 fn reserve(buf: &mut VecDeque<u8>, add: usize, limit: usize) {
     let need = buf.len() + add;
     if need > buf.capacity() {
-        let target = if buf.capacity() == 0 {
+        let target = if buf.capacity() == 0 && need < 1024 {
             need
         } else {
             need.max(limit)
@@ -1458,7 +1459,7 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_is_first_sized_to_its_bytes_then_grows_once_to_its_limit() {
+    fn a_small_buffer_is_first_sized_to_its_bytes_then_grows_once_to_its_limit() {
         let mut b = VecDeque::new();
         reserve(&mut b, 60, 65_536);
         assert!((60..65_536).contains(&b.capacity()), "first: what is asked");
@@ -1480,5 +1481,9 @@ mod tests {
         // Asked past the limit (a caller that knows better): what is asked.
         reserve(&mut b, 100, 65_536);
         assert!(b.capacity() >= 65_636);
+        // A first write of a segment: straight to the limit.
+        let mut s = VecDeque::new();
+        reserve(&mut s, 1_460, 65_536);
+        assert_eq!(s.capacity(), 65_536);
     }
 }
