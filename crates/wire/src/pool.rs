@@ -33,15 +33,17 @@ thread_local! {
 /// An empty buffer with room for at least `min` bytes: a recycled one when there is one.
 pub fn take(min: usize) -> Vec<u8> {
     let class = usize::from(min > SMALL_CAPACITY);
-    let recycled = SPARE.with(|s| s.borrow_mut()[class].pop());
-    match recycled {
-        Some(mut b) => {
+    SPARE.with(|s| {
+        let mut b = match s.borrow_mut()[class].pop() {
+            Some(b) => b,
+            None if class == 0 => return Vec::with_capacity(SMALL_CAPACITY),
+            None => return Vec::with_capacity(min.max(BUFFER_CAPACITY)),
+        };
+        if b.capacity() < min {
             b.reserve(min);
-            b
         }
-        None if class == 0 => Vec::with_capacity(SMALL_CAPACITY),
-        None => Vec::with_capacity(min.max(BUFFER_CAPACITY)),
-    }
+        b
+    })
 }
 
 /// Hands a packet buffer back for reuse (it is cleared; a buffer too small or too large to
