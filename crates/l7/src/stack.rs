@@ -12,7 +12,7 @@
 //! call that takes `now`, drain `poll_transmit` and `poll_event` and ask `poll_timeout` again.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 
 use thiserror::Error;
@@ -349,35 +349,64 @@ pub fn icmp_hard_error(p: &Packet<'_>) -> Option<(SocketAddr, SocketAddr, TcpSeq
 /// when it was set). A connection that changes its deadline pushes a new entry; stale ones
 /// are skipped by whoever pops them (the slot's generation or its current deadline
 /// differs), so nothing is ever searched or removed in the middle.
+///
+/// Two stores, one order: an entry not earlier than the last one queued in `run` joins it
+/// (so `run` stays sorted and costs nothing to keep), any other goes to the heap, and a pop
+/// takes the smaller of the two fronts. Entries come out exactly as from one heap. The
+/// long deadlines (TIME-WAIT and FIN-WAIT-2's 60 s, set in time order) gather in `run`,
+/// and the heap the short ones sift through stays small.
 #[derive(Debug, Default)]
-pub struct SlotTimers(BinaryHeap<Reverse<(u64, u32, u32)>>);
+pub struct SlotTimers {
+    heap: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    run: VecDeque<(u64, u32, u32)>,
+}
 
 impl SlotTimers {
     /// Queues a deadline `at` (ns) for `slot` in its generation `generation`.
     pub fn push(&mut self, at: u64, slot: u32, generation: u32) {
-        self.0.push(Reverse((at, slot, generation)));
+        let entry = (at, slot, generation);
+        if self.run.back().is_none_or(|last| entry >= *last) {
+            self.run.push_back(entry);
+        } else {
+            self.heap.push(Reverse(entry));
+        }
     }
 
     /// Takes the earliest entry due at `now` or before: (deadline, slot, generation).
     pub fn pop_due(&mut self, now: Instant) -> Option<(u64, u32, u32)> {
-        let &Reverse(entry) = self.0.peek()?;
+        let from_heap = match (self.heap.peek(), self.run.front()) {
+            (Some(Reverse(h)), Some(r)) => h < r,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        let entry = if from_heap {
+            self.heap.peek().map(|r| r.0)
+        } else {
+            self.run.front().copied()
+        }?;
         if entry.0 > now.as_nanos() {
             return None;
         }
-        self.0.pop();
+        if from_heap {
+            self.heap.pop();
+        } else {
+            self.run.pop_front();
+        }
         Some(entry)
     }
 
     /// The earliest deadline queued (stale or not: waking early costs a skipped entry).
     pub fn next(&self) -> Option<Instant> {
-        self.0
-            .peek()
-            .map(|Reverse((at, _, _))| Instant::from_nanos(*at))
+        let h = self.heap.peek().map(|Reverse((at, _, _))| *at);
+        let r = self.run.front().map(|(at, _, _)| *at);
+        h.into_iter().chain(r).min().map(Instant::from_nanos)
     }
 
     /// Heap bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.0.capacity() * size_of::<Reverse<(u64, u32, u32)>>()
+        self.heap.capacity() * size_of::<Reverse<(u64, u32, u32)>>()
+            + self.run.capacity() * size_of::<(u64, u32, u32)>()
     }
 }
 
@@ -464,6 +493,51 @@ mod tests {
         assert_eq!(t.pop_due(Instant::from_nanos(2_500)), None);
         assert_eq!(t.next(), Some(Instant::from_nanos(3_000)));
         assert!(t.memory_bytes() >= 3 * 16);
+    }
+
+    /// Pops in the same order as one binary heap, whatever the order of pushes (sorted runs,
+    /// reversed runs, ties on the deadline, interleaved pops).
+    #[test]
+    fn slot_timers_pop_as_one_heap_would() {
+        let mut t = SlotTimers::default();
+        let mut reference: BinaryHeap<Reverse<(u64, u32, u32)>> = BinaryHeap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut now = 0u64;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Short deadlines (delayed ACK, RTO) mixed with long ones set in time order.
+            let at = match x % 4 {
+                0 => now + 60_000,
+                1 => now + x % 40,
+                2 => now + (x >> 8) % 200,
+                _ => now + 200,
+            };
+            let entry = (at, (x >> 20) as u32 % 16, (x >> 40) as u32 % 3);
+            t.push(entry.0, entry.1, entry.2);
+            reference.push(Reverse(entry));
+            if step % 3 == 0 {
+                now += x % 50;
+                let due = Instant::from_nanos(now);
+                loop {
+                    let want = reference
+                        .peek()
+                        .filter(|Reverse(e)| e.0 <= now)
+                        .map(|r| r.0);
+                    assert_eq!(t.pop_due(due), want);
+                    if want.is_none() {
+                        break;
+                    }
+                    reference.pop();
+                }
+                assert_eq!(
+                    t.next(),
+                    reference.peek().map(|Reverse(e)| Instant::from_nanos(e.0))
+                );
+            }
+        }
+        assert!(!t.run.is_empty() && !t.heap.is_empty(), "both stores used");
     }
 
     fn seg(flags: TcpFlags, seq: u32, ack: u32) -> TcpRepr {
