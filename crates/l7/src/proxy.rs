@@ -863,7 +863,7 @@ impl<S: TcpStack> Proxy<S> {
         let Some(server) = s.server else {
             return;
         };
-        let head = std::mem::take(&mut s.head);
+        let mut head = std::mem::take(&mut s.head);
         s.phase = Phase::Relay;
         let (client_addr, vip) = (s.client_addr, s.vip);
         let mut first = std::mem::take(&mut self.buf);
@@ -875,7 +875,6 @@ impl<S: TcpStack> Proxy<S> {
         let _ = self.stack.send(now, server, &first);
         self.buf = first;
         if self.spare_heads.len() < SPARE_HEADS {
-            let mut head = head;
             head.clear();
             self.spare_heads.push(head);
         }

@@ -374,17 +374,12 @@ impl SlotTimers {
 
     /// Takes the earliest entry due at `now` or before: (deadline, slot, generation).
     pub fn pop_due(&mut self, now: Instant) -> Option<(u64, u32, u32)> {
-        let from_heap = match (self.heap.peek(), self.run.front()) {
-            (Some(Reverse(h)), Some(r)) => h < r,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
+        let (entry, from_heap) = match (self.heap.peek().map(|r| r.0), self.run.front()) {
+            (Some(h), Some(&r)) if h < r => (h, true),
+            (_, Some(&r)) => (r, false),
+            (Some(h), None) => (h, true),
             (None, None) => return None,
         };
-        let entry = if from_heap {
-            self.heap.peek().map(|r| r.0)
-        } else {
-            self.run.front().copied()
-        }?;
         if entry.0 > now.as_nanos() {
             return None;
         }
