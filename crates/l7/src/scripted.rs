@@ -22,6 +22,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use foldhash::fast::FixedState;
+use tierlab_wire::checksum::BytesSum;
 use tierlab_wire::view::IpView;
 use tierlab_wire::{
     Duration, Instant, IpProto, Packet, PacketBuilder, TcpFlags, TcpRepr, TcpSeq, Transport, Verify,
@@ -190,6 +191,47 @@ fn v6_bits(a: IpAddr) -> u128 {
     }
 }
 
+/// A run of bytes in a send buffer whose sum is known: bytes relayed from a received
+/// segment whose checksum was verified. When a segment goes out with exactly these bytes
+/// (the common case for a relay: each received segment is sent on as it came), its
+/// checksum is made from the sum, and the payload is not read again (what a NIC's checksum
+/// offload does for Linux). The run's offset follows the buffer's front as acknowledged
+/// bytes are dropped; `len == 0` is no run.
+#[derive(Clone, Copy, Debug, Default)]
+struct SumRun {
+    /// Offset of the run's first byte in the send buffer.
+    off: u32,
+    len: u32,
+    sum: BytesSum,
+}
+
+impl SumRun {
+    /// The run's sum when it is exactly the `len` bytes at `off`.
+    fn covering(&self, off: usize, len: usize) -> Option<BytesSum> {
+        (len > 0 && self.off as usize == off && self.len as usize == len).then_some(self.sum)
+    }
+
+    /// `len` bytes summing to `sum` were appended at `at` (the buffer's old length): they
+    /// become the run (the run before them was sent, or will be sent in other segments).
+    fn appended(&mut self, at: usize, len: usize, sum: BytesSum) {
+        *self = Self {
+            off: at as u32,
+            len: len as u32,
+            sum,
+        };
+    }
+
+    /// The buffer's first `n` bytes were dropped (acknowledged).
+    fn drained(&mut self, n: usize) {
+        let n = n as u32;
+        if self.off >= n {
+            self.off -= n;
+        } else {
+            *self = Self::default();
+        }
+    }
+}
+
 /// One connection's transmission control block.
 #[derive(Debug)]
 struct Tcb {
@@ -197,6 +239,11 @@ struct Tcb {
     remote: SocketAddr,
     snd_buf: VecDeque<u8>,
     rcv_buf: VecDeque<u8>,
+    /// The sum of all of `rcv_buf`, while every byte in it came with a verified segment's
+    /// sum (see [`SumRun`]).
+    rcv_sum: Option<BytesSum>,
+    /// A run of `snd_buf` whose sum is known.
+    snd_run: SumRun,
     /// Retransmission / persist / TIME-WAIT / FIN-WAIT-2 deadline (ns, `NONE` if unset).
     rto_at: u64,
     /// Delayed-ACK deadline.
@@ -442,11 +489,11 @@ impl ScriptedStack {
             self.scratch.extend_from_slice(&b[..end - a.len()]);
             &self.scratch
         };
-        let Ok(builder) = PacketBuilder::new(t.local.ip(), t.remote.ip()) else {
-            return; // families were checked when the connection was created
-        };
+        let sum = t.snd_run.covering(from, len);
         let mut pkt = tierlab_wire::pool::take(payload.len() + 80);
-        if builder.tcp_into(&repr, payload, &mut pkt).is_ok() {
+        // Families were checked when the connection was created: this cannot fail.
+        let (src, dst) = (t.local.ip(), t.remote.ip());
+        if PacketBuilder::tcp_segment_into(src, dst, &repr, payload, sum, &mut pkt).is_ok() {
             self.out.push_back(pkt);
         }
     }
@@ -591,6 +638,8 @@ impl ScriptedStack {
             remote,
             snd_buf: VecDeque::new(),
             rcv_buf: VecDeque::new(),
+            rcv_sum: Some(BytesSum::default()),
+            snd_run: SumRun::default(),
             rto_at: NONE,
             ack_at: NONE,
             heap_at: NONE,
@@ -631,7 +680,14 @@ impl ScriptedStack {
     }
 
     /// Segment arrival for a known connection (RFC 9293 §3.10.7.3–4).
-    fn segment(&mut self, now: Instant, slot: u32, seg: &TcpRepr, payload: &[u8]) {
+    fn segment(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        seg: &TcpRepr,
+        payload: &[u8],
+        sum: Option<BytesSum>,
+    ) {
         let cap = self.cfg.rcv_buf;
         let Some(t) = self.slots[slot as usize].as_mut() else {
             return;
@@ -707,7 +763,7 @@ impl ScriptedStack {
         if !self.process_ack(now, slot, seg) {
             return;
         }
-        self.process_data(now, slot, seg, payload, off);
+        self.process_data(now, slot, seg, (payload, sum), off);
     }
 
     /// ACK processing; returns false when the connection is gone.
@@ -731,6 +787,7 @@ impl ScriptedStack {
             let fin_seq = t.fin_seq();
             let data_acked = (advanced as usize).min(t.snd_buf.len());
             t.snd_buf.drain(..data_acked);
+            t.snd_run.drained(data_acked);
             recycle(&mut self.spare, &mut t.snd_buf);
             freed = data_acked > 0;
             t.snd_una = seg.ack;
@@ -790,7 +847,15 @@ impl ScriptedStack {
         true
     }
 
-    fn process_data(&mut self, now: Instant, slot: u32, seg: &TcpRepr, payload: &[u8], off: i32) {
+    /// Data and FIN processing; `payload` comes with its sum when the checksum was verified.
+    fn process_data(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        seg: &TcpRepr,
+        (payload, sum): (&[u8], Option<BytesSum>),
+        off: i32,
+    ) {
         let cap = self.cfg.rcv_buf;
         let full = 2 * u32::from(self.slots[slot as usize].as_ref().map_or(536, |t| t.mss));
         let delack = self.cfg.delayed_ack.as_nanos();
@@ -819,6 +884,13 @@ impl ScriptedStack {
                         t.rcv_buf = b;
                     }
                     reserve(&mut t.rcv_buf, take, cap as usize);
+                    // The buffer's sum stays known while whole verified segments arrive.
+                    t.rcv_sum = match (t.rcv_sum, sum) {
+                        (Some(held), Some(s)) if skip == 0 && take == payload.len() => {
+                            Some(held.then(t.rcv_buf.len(), s))
+                        }
+                        _ => None,
+                    };
                     t.rcv_buf.extend(&payload[skip..skip + take]);
                     t.rcv_nxt = t.rcv_nxt + take as u32;
                     t.rcv_unacked += take as u32;
@@ -1015,7 +1087,10 @@ impl ScriptedStack {
     /// Appends up to `max` bytes of `parts` (in order) to the send buffer, as far as it has
     /// room; returns how many. A write that leaves the buffer full (or could not take
     /// everything) asks for a `Writable` event.
-    fn queue(&mut self, slot: u32, parts: [&[u8]; 2], max: usize) -> usize {
+    ///
+    /// `sum`, when known, is the sum of all of `parts`; it is kept (as the buffer's
+    /// [`SumRun`]) when every byte of `parts` was taken.
+    fn queue(&mut self, slot: u32, parts: [&[u8]; 2], max: usize, sum: Option<BytesSum>) -> usize {
         let cap = self.cfg.snd_buf as usize;
         let t = self.slots[slot as usize].as_mut().expect("caller checked");
         let total = (parts[0].len() + parts[1].len()).min(max);
@@ -1027,6 +1102,12 @@ impl ScriptedStack {
             t.snd_buf = b;
         }
         let first = n.min(parts[0].len());
+        if let Some(sum) = sum
+            && n > 0
+            && n == parts[0].len() + parts[1].len()
+        {
+            t.snd_run.appended(t.snd_buf.len(), n, sum);
+        }
         reserve(&mut t.snd_buf, n, cap);
         t.snd_buf.extend(&parts[0][..first]);
         t.snd_buf.extend(&parts[1][..n - first]);
@@ -1130,7 +1211,7 @@ impl TcpStack for ScriptedStack {
     fn send(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
         let slot = self.slot_of(id)?;
         self.check_can_send(slot, id)?;
-        let n = self.queue(slot, [data, &[]], data.len());
+        let n = self.queue(slot, [data, &[]], data.len(), None);
         self.flush(slot, now);
         Ok(n)
     }
@@ -1148,23 +1229,35 @@ impl TcpStack for ScriptedStack {
         if n == 0 || src == dst || self.check_can_send(dst, to).is_err() {
             return Ok(0);
         }
-        let mut bytes =
-            std::mem::take(&mut self.slots[src as usize].as_mut().expect("checked").rcv_buf);
+        let s = self.slots[src as usize].as_mut().expect("checked");
+        let mut bytes = std::mem::take(&mut s.rcv_buf);
+        // The received bytes' sum goes with them when all of them move.
+        let sum = s.rcv_sum.filter(|_| n == bytes.len());
         let t = self.slots[dst as usize].as_mut().expect("checked");
         let moved = if n == bytes.len() && t.snd_buf.is_empty() {
             // Everything received goes out: the buffers change hands, no byte is copied.
             std::mem::swap(&mut bytes, &mut t.snd_buf);
+            t.snd_run = SumRun::default();
+            if let Some(sum) = sum {
+                t.snd_run.appended(0, n, sum);
+            }
             if t.snd_buf.len() >= self.cfg.snd_buf as usize {
                 t.flags |= F_WANT_WRITE;
             }
             n
         } else {
             let (a, b) = bytes.as_slices();
-            let moved = self.queue(dst, [a, b], n);
+            let moved = self.queue(dst, [a, b], n, sum);
             bytes.drain(..moved);
             moved
         };
-        self.slots[src as usize].as_mut().expect("checked").rcv_buf = bytes;
+        let s = self.slots[src as usize].as_mut().expect("checked");
+        s.rcv_buf = bytes;
+        s.rcv_sum = if s.rcv_buf.is_empty() {
+            Some(BytesSum::default())
+        } else {
+            None
+        };
         self.after_read(src, moved);
         self.flush(dst, now);
         Ok(moved)
@@ -1197,6 +1290,11 @@ impl TcpStack for ScriptedStack {
             f(&b[..n - from_a]);
         }
         t.rcv_buf.drain(..n);
+        t.rcv_sum = if t.rcv_buf.is_empty() {
+            Some(BytesSum::default())
+        } else {
+            None
+        };
         self.after_read(slot, n);
         let _ = now;
         Ok(n)
@@ -1338,21 +1436,27 @@ impl TcpStack for ScriptedStack {
         // copied out); a fragment goes through the full parser, which knows what to make of
         // one.
         let ip = IpView::new_checked(packet, verify != Verify::Nothing)?;
-        let (src, dst, seg, payload) = if ip.is_fragment() {
+        let (src, dst, seg, payload, sum) = if ip.is_fragment() {
             let p = Packet::parse_with(packet, verify)?;
             let Transport::Tcp(seg) = p.transport else {
                 return Err(StackError::NotTcp(p.proto().into()));
             };
-            (p.src(), p.dst(), seg, p.payload)
+            (p.src(), p.dst(), seg, p.payload, None)
         } else {
             if ip.proto() != IpProto::Tcp {
                 return Err(StackError::NotTcp(ip.proto().into()));
             }
             let (src, dst) = (ip.src(), ip.dst());
             let body = ip.payload();
-            let addrs = (verify == Verify::All).then_some((src, dst));
-            let (seg, hlen) = TcpRepr::parse(body, ip.transport_offset(), addrs)?;
-            (src, dst, seg, &body[hlen..])
+            let (seg, hlen, sum) = if verify == Verify::All {
+                let (seg, hlen, sum) =
+                    TcpRepr::parse_summed(body, ip.transport_offset(), src, dst)?;
+                (seg, hlen, Some(sum))
+            } else {
+                let (seg, hlen) = TcpRepr::parse(body, ip.transport_offset(), None)?;
+                (seg, hlen, None)
+            };
+            (src, dst, seg, &body[hlen..], sum)
         };
         let local = SocketAddr::new(dst, seg.dport);
         let remote = SocketAddr::new(src, seg.sport);
@@ -1360,7 +1464,7 @@ impl TcpStack for ScriptedStack {
         // and to its addresses), so the address list (hundreds on the clients' host) is
         // scanned only for segments of no connection.
         match self.map.get(&ConnKey::new(local, remote)) {
-            Some(&slot) => self.segment(now, slot, &seg, payload),
+            Some(&slot) => self.segment(now, slot, &seg, payload, sum),
             None if !self.addrs.contains(&dst) => return Err(StackError::NotLocal(dst)),
             None => self.no_conn(now, local, remote, &seg, payload),
         }
@@ -1485,5 +1589,137 @@ mod tests {
         let mut s = VecDeque::new();
         reserve(&mut s, 1_460, 65_536);
         assert_eq!(s.capacity(), 65_536);
+    }
+
+    #[test]
+    fn a_sum_run_follows_the_buffer_front_and_matches_only_its_own_bytes() {
+        let sum = BytesSum::of(b"abcde");
+        let mut r = SumRun::default();
+        assert_eq!(r.covering(0, 0), None, "no run, and never for no bytes");
+        r.appended(100, 5, sum);
+        assert_eq!(r.covering(100, 5), Some(sum));
+        assert_eq!(r.covering(100, 4), None, "a part of the run");
+        assert_eq!(r.covering(99, 5), None, "other bytes");
+        r.drained(60);
+        assert_eq!(
+            r.covering(40, 5),
+            Some(sum),
+            "acknowledged bytes dropped before it"
+        );
+        assert_eq!(r.covering(100, 5), None);
+        r.drained(41);
+        assert_eq!(r.covering(0, 4), None, "its first byte dropped: no run");
+        assert_eq!(r.len, 0);
+    }
+
+    /// Delivers packets among `hosts` (by destination address, no delay) until none is left;
+    /// returns how many of them carried data.
+    fn settle(hosts: &mut [&mut ScriptedStack], now: Instant) -> usize {
+        let mut data = 0;
+        loop {
+            let mut moved = Vec::new();
+            for h in hosts.iter_mut() {
+                while let Some(p) = h.poll_transmit() {
+                    moved.push(p);
+                }
+            }
+            if moved.is_empty() {
+                return data;
+            }
+            for p in moved {
+                let parsed = Packet::parse(&p, true).expect("every segment sent checks out");
+                data += usize::from(!parsed.payload.is_empty());
+                let to = hosts
+                    .iter_mut()
+                    .find(|h| h.addrs.contains(&parsed.dst()))
+                    .expect("a host owns the destination");
+                to.handle_packet(now, &p).expect("accepted");
+            }
+        }
+    }
+
+    /// A relay moves a client's bytes (IPv4) to a server (IPv6) with `splice`, whole and in
+    /// parts, in runs of odd and even lengths: the server gets every byte in order, every
+    /// segment's checksum verifies (debug builds also check each reused sum against the
+    /// bytes), and a run received whole is sent on under its received sum.
+    #[test]
+    fn relayed_bytes_go_out_under_their_received_sums() {
+        let cfg = ScriptedConfig::default();
+        let (mut client, mut relay, mut server) = (
+            ScriptedStack::new(cfg.clone()),
+            ScriptedStack::new(cfg.clone()),
+            ScriptedStack::new(cfg),
+        );
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let (c_addr, r_in, r_out, s_addr) = (
+            sa("203.0.113.7:40000"),
+            sa("198.51.100.1:80"),
+            sa("[2001:db8::1]:50000"),
+            sa("[2001:db8::2]:8080"),
+        );
+        client.add_address(c_addr.ip());
+        relay.add_address(r_in.ip());
+        relay.add_address(r_out.ip());
+        server.add_address(s_addr.ip());
+        relay.listen(r_in).unwrap();
+        server.listen(s_addr).unwrap();
+        let now = Instant::from_millis(1);
+        let c = client.connect(now, c_addr, r_in).unwrap();
+        let out = relay.connect(now, r_out, s_addr).unwrap();
+        settle(&mut [&mut client, &mut relay, &mut server], now);
+        let accepted = |h: &mut ScriptedStack| loop {
+            match h.poll_event() {
+                Some(TcpEvent::Accepted { id, .. }) => return id,
+                Some(_) => {}
+                None => panic!("no connection accepted"),
+            }
+        };
+        let inbound = accepted(&mut relay);
+        let at_server = accepted(&mut server);
+        let mut sent = Vec::new();
+        let mut got = Vec::new();
+        // (the client's writes, each its own segment, read by the relay as one run; bytes
+        // spliced at a time: everything, or a few)
+        let runs: [(&[usize], usize); 9] = [
+            (&[1], usize::MAX),
+            (&[3, 5], usize::MAX),
+            (&[1_000], usize::MAX),
+            (&[1_441], usize::MAX),
+            (&[7], 2),
+            (&[1_460], usize::MAX),
+            (&[2_920], usize::MAX),
+            (&[5, 2, 9], usize::MAX),
+            (&[2, 1, 4], usize::MAX),
+        ];
+        for (k, &(writes, step)) in runs.iter().enumerate() {
+            let len: usize = writes.iter().sum();
+            for (w, &n) in writes.iter().enumerate() {
+                let part: Vec<u8> = (0..n).map(|i| (i * 31 + k * 7 + w) as u8).collect();
+                assert_eq!(client.send(now, c, &part).unwrap(), n);
+                sent.extend_from_slice(&part);
+            }
+            settle(&mut [&mut client, &mut relay, &mut server], now);
+            while relay.recv_queue(inbound) > 0 {
+                let before = relay.recv_queue(inbound);
+                // Nothing of this run read before, all of it moved now.
+                let whole = step >= before && before == len;
+                assert!(relay.splice(now, inbound, out, step).unwrap() > 0);
+                if whole {
+                    // The run is recorded with its sum where it lies in the send buffer
+                    // (segments that carry exactly it go out under that sum).
+                    let t = relay.tcb(out).unwrap();
+                    let unacked = t.snd_buf.len();
+                    assert_eq!(
+                        (t.snd_run.off as usize, t.snd_run.len as usize),
+                        (unacked - before, before),
+                        "run {k}"
+                    );
+                }
+                settle(&mut [&mut client, &mut relay, &mut server], now);
+            }
+            let n = server.recv_queue(at_server);
+            server.recv(now, at_server, &mut got, n).unwrap();
+        }
+        assert_eq!(got, sent);
     }
 }

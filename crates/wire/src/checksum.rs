@@ -29,11 +29,19 @@ pub fn sum(data: &[u8]) -> u64 {
 }
 
 /// Folds a sum to 16 bits and complements it: the checksum field value.
-pub fn finish(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
+pub fn finish(acc: u64) -> u16 {
+    !fold(acc)
+}
+
+/// Folds a sum to 16 bits with end-around carries, in four fixed steps (no loop): 64 → 33
+/// → 18 → 17 → 16 bits. Each step keeps the value modulo 2^16 − 1 and never turns a
+/// non-zero value into zero, so the result is the one a fold-until-it-fits loop gives.
+fn fold(acc: u64) -> u16 {
+    let a = (acc & 0xffff_ffff) + (acc >> 32);
+    let a = (a & 0xffff) + (a >> 16);
+    let a = (a & 0xffff) + (a >> 16);
+    let a = (a & 0xffff) + (a >> 16);
+    a as u16
 }
 
 /// The checksum of an IPv4 header (`header.len()` = IHL × 4) with its checksum field (bytes
@@ -103,9 +111,16 @@ fn field_word(data: &[u8], field: usize) -> u64 {
 /// # Errors
 /// [`WireError::MixedFamilies`] when the addresses differ in family.
 pub fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Result<u64> {
+    // The addresses as big-endian 32-bit words, as [`sum`] adds them.
+    let words = |a: u128| {
+        u64::from(a as u32)
+            + u64::from((a >> 32) as u32)
+            + u64::from((a >> 64) as u32)
+            + u64::from((a >> 96) as u32)
+    };
     let addrs = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => sum(&s.octets()) + sum(&d.octets()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => sum(&s.octets()) + sum(&d.octets()),
+        (IpAddr::V4(s), IpAddr::V4(d)) => u64::from(u32::from(s)) + u64::from(u32::from(d)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => words(u128::from(s)) + words(u128::from(d)),
         _ => return Err(WireError::MixedFamilies),
     };
     Ok(addrs + u64::from(proto) + len as u64)
@@ -123,6 +138,71 @@ pub fn transport(segment: &[u8], field: usize, src: IpAddr, dst: IpAddr, proto: 
     // the body's gives the same folded result.
     Ok(finish(
         body + pseudo_header(src, dst, proto, segment.len())?,
+    ))
+}
+
+/// The one's-complement sum of a run of bytes (RFC 1071), folded to 16 bits: what a
+/// checksum-offloading NIC hands the stack with a received packet (Linux's
+/// `CHECKSUM_COMPLETE`, `skb->csum`).
+///
+/// Sums of consecutive runs add up to the sum of the runs back to back
+/// ([`BytesSum::then`]), so a relay that verified a segment can checksum the segment that
+/// carries the same bytes on without reading them again ([`transport_split`]). Only the
+/// value modulo 2^16 − 1 matters: a sum is only ever added to a pseudo-header, which is
+/// never zero.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct BytesSum(u16);
+
+impl BytesSum {
+    /// The sum of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        Self(sum_folded(data) as u16)
+    }
+
+    /// The sum of the run this sum covers (`len` bytes) followed by the run `next` covers.
+    /// After an odd number of bytes the next run's words straddle byte pairs: its sum is
+    /// byte-swapped (× 2^8 modulo 2^16 − 1, RFC 1071 §2(B)).
+    pub fn then(self, len: usize, next: Self) -> Self {
+        let n = if len % 2 == 1 {
+            next.0.swap_bytes()
+        } else {
+            next.0
+        };
+        let s = u32::from(self.0) + u32::from(n);
+        Self(((s & 0xffff) + (s >> 16)) as u16)
+    }
+
+    /// Whether two sums are congruent modulo 2^16 − 1 (0 and 0xffff are the same sum).
+    pub fn same_as(self, other: Self) -> bool {
+        let norm = |v: u16| if v == 0xffff { 0 } else { v };
+        norm(self.0) == norm(other.0)
+    }
+}
+
+/// The transport checksum of a segment given as its first part `head` (the header; an
+/// even number of bytes, with the checksum field at byte `field`) and the sum of the rest
+/// (`payload_len` bytes summing to `payload`): equal to [`transport`] over the whole
+/// segment, without reading the payload.
+///
+/// # Errors
+/// [`WireError::MixedFamilies`] when the addresses differ in family.
+pub fn transport_split(
+    head: &[u8],
+    field: usize,
+    payload_len: usize,
+    payload: BytesSum,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+) -> Result<u16> {
+    debug_assert!(
+        head.len().is_multiple_of(2),
+        "the payload starts on an even byte"
+    );
+    // A header is short: summed as big-endian 32-bit words, the checksum field taken out.
+    let body = sum(head) - field_word(head, field) + u64::from(payload.0);
+    Ok(finish(
+        body + pseudo_header(src, dst, proto, head.len() + payload_len)?,
     ))
 }
 
@@ -158,10 +238,7 @@ fn sum_folded(data: &[u8]) -> u64 {
             _ => 0,
         };
     }
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    u64::from((acc as u16).swap_bytes())
+    u64::from(fold(acc).swap_bytes())
 }
 
 #[cfg(test)]
@@ -234,6 +311,54 @@ mod tests {
             let data = if zeros { vec![0; data.len()] } else { data };
             prop_assert_eq!(finish(sum_folded(&data) + extra), finish(sum(&data) + extra));
             prop_assert_eq!(sum_folded(&data) == 0, sum(&data) == 0);
+        }
+    }
+
+    proptest! {
+        // A fixed seed: a test run is a function of the code (see tests/common/props.rs).
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(0x7469_6572_6c61_6201), ..ProptestConfig::default() })]
+        /// Sums of runs put back to back (odd lengths included) are the sum of the whole, and
+        /// a checksum from a header and its payload's sum is the checksum of the segment.
+        #[test]
+        fn sums_of_runs_add_up_and_split_checksums_match(
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+            head in 0usize..30, zeros in any::<bool>(), s6 in any::<u128>(), d6 in any::<u128>()
+        ) {
+            let data = if zeros { vec![0; data.len()] } else { data };
+            let mut at: Vec<usize> = cuts.iter().map(|i| i.index(data.len() + 1)).collect();
+            at.sort_unstable();
+            let (mut acc, mut len, mut prev) = (BytesSum::default(), 0, 0);
+            for &c in at.iter().chain([data.len()].iter()) {
+                acc = acc.then(len, BytesSum::of(&data[prev..c]));
+                len += c - prev;
+                prev = c;
+            }
+            prop_assert!(acc.same_as(BytesSum::of(&data)));
+            let head = (head * 2).min(data.len() & !1);
+            if head >= 18 {
+                let (s, d) = (IpAddr::V6(s6.into()), IpAddr::V6(d6.into()));
+                let split = transport_split(&data[..head], 16, data.len() - head, BytesSum::of(&data[head..]), s, d, 6).unwrap();
+                prop_assert_eq!(split, transport(&data, 16, s, d, 6).unwrap());
+            }
+        }
+    }
+
+    proptest! {
+        // A fixed seed: a test run is a function of the code (see tests/common/props.rs).
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(0x7469_6572_6c61_6201), ..ProptestConfig::default() })]
+        /// The fixed four-step fold gives what folding until the value fits gives.
+        #[test]
+        fn fixed_fold_equals_the_loop(x in any::<u64>(), small in 0u64..0x3_0000) {
+            let looped = |mut a: u64| {
+                while a >> 16 != 0 {
+                    a = (a & 0xffff) + (a >> 16);
+                }
+                a as u16
+            };
+            for v in [x, x >> 1, small, 0, 0xffff, 0x1_0000, 0x1_fffe, u64::MAX] {
+                prop_assert_eq!(fold(v), looped(v), "{:#x}", v);
+            }
         }
     }
 

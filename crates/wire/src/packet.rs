@@ -410,12 +410,105 @@ impl PacketBuilder {
     /// # Errors
     /// As [`PacketBuilder::tcp`].
     pub fn tcp_into(&self, tcp: &TcpRepr, payload: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        self.tcp_into_summed(tcp, payload, None, out)
+    }
+
+    /// Like [`PacketBuilder::tcp_into`]; `payload_sum`, when given, is the sum of `payload`
+    /// (e.g. from [`TcpRepr::parse_summed`] of the segment that brought these bytes) and
+    /// the checksum is made from it without reading the payload again (debug builds check
+    /// it against the bytes).
+    ///
+    /// # Errors
+    /// As [`PacketBuilder::tcp`].
+    pub fn tcp_into_summed(
+        &self,
+        tcp: &TcpRepr,
+        payload: &[u8],
+        payload_sum: Option<crate::checksum::BytesSum>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let hlen = tcp.header_len();
         let l4 = hlen + payload.len();
         // Headers on a zeroed prefix, the payload appended once (no zero-fill under it).
         let off = self.start_prefix(out, IpProto::Tcp, l4, hlen)?;
         out.extend_from_slice(payload);
-        tcp.emit_around_payload(&mut out[off..], self.ip.src(), self.ip.dst())
+        tcp.emit_around_payload_summed(&mut out[off..], payload_sum, self.ip.src(), self.ip.dst())
+    }
+
+    /// Builds the TCP segment `tcp` + `payload` from `src` to `dst` into `out` (cleared
+    /// first): the same bytes as `PacketBuilder::new(src, dst)?.tcp_into_summed(..)` (TTL or
+    /// hop limit 64, IPv4 identification 0 with DF set, no IP options), written in one pass
+    /// with no header structure built, for a stack's hot path. `payload_sum`, when given, is
+    /// the sum of `payload` (see [`PacketBuilder::tcp_into_summed`]).
+    ///
+    /// # Errors
+    /// [`WireError::MixedFamilies`] when the addresses differ in family; [`WireError::Build`]
+    /// when the packet would be longer than its length field can say.
+    pub fn tcp_segment_into(
+        src: IpAddr,
+        dst: IpAddr,
+        tcp: &TcpRepr,
+        payload: &[u8],
+        payload_sum: Option<crate::checksum::BytesSum>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        // The IP header and the TCP header (at most 60 bytes) are written on the stack, then
+        // appended with the payload.
+        let mut hdr = [0u8; ipv6::HEADER_LEN + 60];
+        let l4 = tcp.header_len() + payload.len();
+        let ihl = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let total = crate::ipv4::HEADER_LEN + l4;
+                let total = u16::try_from(total)
+                    .map_err(|_| WireError::Build("IPv4 total length above 65,535"))?;
+                // RFC 791 §3.1: version 4, IHL 5, TOS 0, total length, identification 0,
+                // DF, TTL, protocol 6, checksum, addresses.
+                hdr[0] = 0x45;
+                hdr[2..4].copy_from_slice(&total.to_be_bytes());
+                hdr[6] = 0x40;
+                hdr[8] = crate::ipv4::DEFAULT_TTL;
+                hdr[9] = IpProto::Tcp.number();
+                hdr[12..16].copy_from_slice(&s.octets());
+                hdr[16..20].copy_from_slice(&d.octets());
+                let c = crate::checksum::ipv4_header(&hdr[..crate::ipv4::HEADER_LEN]);
+                hdr[10..12].copy_from_slice(&c.to_be_bytes());
+                crate::ipv4::HEADER_LEN
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let plen = u16::try_from(l4).map_err(|_| {
+                    WireError::Build("IPv6 payload above 65,535 bytes (jumbograms unsupported)")
+                })?;
+                // RFC 8200 §3: version 6, traffic class and flow label 0, payload length,
+                // next header 6, hop limit, addresses.
+                hdr[0] = 0x60;
+                hdr[4..6].copy_from_slice(&plen.to_be_bytes());
+                hdr[6] = IpProto::Tcp.number();
+                hdr[7] = ipv6::DEFAULT_HOP_LIMIT;
+                hdr[8..24].copy_from_slice(&s.octets());
+                hdr[24..40].copy_from_slice(&d.octets());
+                ipv6::HEADER_LEN
+            }
+            _ => return Err(WireError::MixedFamilies),
+        };
+        let seg = &mut hdr[ihl..];
+        let thl = tcp.write_header(seg)?;
+        let sum = match payload_sum {
+            Some(sum) => {
+                debug_assert!(
+                    sum.same_as(crate::checksum::BytesSum::of(payload)),
+                    "the payload sum given is the payload's"
+                );
+                sum
+            }
+            None => crate::checksum::BytesSum::of(payload),
+        };
+        let c = crate::checksum::transport_split(&seg[..thl], 16, payload.len(), sum, src, dst, 6)?;
+        seg[16..18].copy_from_slice(&c.to_be_bytes());
+        out.clear();
+        out.reserve(ihl + thl + payload.len());
+        out.extend_from_slice(&hdr[..ihl + thl]);
+        out.extend_from_slice(payload);
+        Ok(())
     }
 
     /// Builds a UDP datagram.
@@ -560,5 +653,62 @@ mod tests {
         }
         assert!(!decrement_ttl(&mut []));
         assert!(!decrement_ttl(&mut [0x45, 0, 0]));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        // A fixed seed: a test run is a function of the code (see tests/common/props.rs).
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(0x7469_6572_6c61_6201), ..ProptestConfig::default() })]
+        /// The one-pass writer gives the builder's bytes, with and without a payload sum,
+        /// over both families and every option combination.
+        #[test]
+        fn one_pass_segment_equals_the_builder(
+            v6 in any::<bool>(), s in any::<u128>(), d in any::<u128>(),
+            ports in any::<(u16, u16)>(), seq in any::<u32>(), ack in any::<u32>(),
+            flags in any::<u8>(), window in any::<u16>(),
+            mss in proptest::option::of(any::<u16>()), sack in any::<bool>(),
+            ws in proptest::option::of(any::<u8>()),
+            payload in proptest::collection::vec(any::<u8>(), 0..1600),
+        ) {
+            let (src, dst) = if v6 {
+                (IpAddr::V6(s.into()), IpAddr::V6(d.into()))
+            } else {
+                (IpAddr::V4((s as u32).into()), IpAddr::V4((d as u32).into()))
+            };
+            let t = TcpRepr {
+                sport: ports.0, dport: ports.1, seq: crate::TcpSeq(seq), ack: crate::TcpSeq(ack),
+                flags: TcpFlags(flags), window, mss, sack_permitted: sack, window_scale: ws,
+            };
+            let want = PacketBuilder::new(src, dst).unwrap().tcp(&t, &payload).unwrap();
+            let mut got = Vec::new();
+            PacketBuilder::tcp_segment_into(src, dst, &t, &payload, None, &mut got).unwrap();
+            prop_assert_eq!(&got, &want);
+            let sum = crate::checksum::BytesSum::of(&payload);
+            PacketBuilder::tcp_segment_into(src, dst, &t, &payload, Some(sum), &mut got).unwrap();
+            prop_assert_eq!(&got, &want);
+            prop_assert!(Packet::parse(&got, true).is_ok());
+        }
+    }
+
+    #[test]
+    fn one_pass_segment_refuses_mixed_families_and_oversize() {
+        let t = TcpRepr::default();
+        let mut out = Vec::new();
+        let (v4, v6): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        assert!(matches!(
+            PacketBuilder::tcp_segment_into(v4, v6, &t, &[], None, &mut out),
+            Err(WireError::MixedFamilies)
+        ));
+        let big = vec![0u8; 65_536];
+        assert!(matches!(
+            PacketBuilder::tcp_segment_into(v4, v4, &t, &big, None, &mut out),
+            Err(WireError::Build(_))
+        ));
+        assert!(matches!(
+            PacketBuilder::tcp_segment_into(v6, v6, &t, &big, None, &mut out),
+            Err(WireError::Build(_))
+        ));
     }
 }

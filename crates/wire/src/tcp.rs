@@ -9,6 +9,7 @@ use core::fmt;
 use core::ops::{Add, BitOr, Sub};
 use std::net::IpAddr;
 
+use crate::checksum::{self, BytesSum};
 use crate::error::{Layer, Result, WireError};
 
 /// Length of a TCP header without options.
@@ -190,11 +191,43 @@ impl TcpRepr {
         offset: usize,
         verify: Option<(IpAddr, IpAddr)>,
     ) -> Result<(Self, usize)> {
+        let (repr, hlen, _) = Self::parse_inner(buf, offset, verify)?;
+        Ok((repr, hlen))
+    }
+
+    /// Like [`TcpRepr::parse`] with the checksum always verified over the pseudo-header of
+    /// `src` and `dst`; also returns the sum of the payload (`buf[hlen..]`), which the
+    /// verification computed anyway, for a relay to reuse ([`PacketBuilder::tcp_into_summed`]).
+    ///
+    /// # Errors
+    /// As [`TcpRepr::parse`].
+    ///
+    /// [`PacketBuilder::tcp_into_summed`]: crate::PacketBuilder::tcp_into_summed
+    pub fn parse_summed(
+        buf: &[u8],
+        offset: usize,
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> Result<(Self, usize, BytesSum)> {
+        let (repr, hlen, sum) = Self::parse_inner(buf, offset, Some((src, dst)))?;
+        Ok((repr, hlen, sum.unwrap_or_default()))
+    }
+
+    fn parse_inner(
+        buf: &[u8],
+        offset: usize,
+        verify: Option<(IpAddr, IpAddr)>,
+    ) -> Result<(Self, usize, Option<BytesSum>)> {
         // One place checks the length fields: the view.
         let v = crate::view::TcpView::new_checked(buf, offset)?;
         let hlen = v.header_len();
+        let mut payload_sum = None;
         if let Some((src, dst)) = verify {
-            let expected = transport_checksum(buf, 16, src, dst, 6)?;
+            // Header and payload summed apart (the header is a whole number of 32-bit
+            // words), so the payload's sum is at hand for the caller.
+            let sum = BytesSum::of(&buf[hlen..]);
+            let expected =
+                checksum::transport_split(&buf[..hlen], 16, buf.len() - hlen, sum, src, dst, 6)?;
             let found = u16::from_be_bytes([buf[16], buf[17]]);
             if expected != found {
                 return Err(WireError::BadChecksum {
@@ -204,6 +237,7 @@ impl TcpRepr {
                     expected,
                 });
             }
+            payload_sum = Some(sum);
         }
         let mut repr = Self {
             sport: v.sport(),
@@ -217,7 +251,7 @@ impl TcpRepr {
         if hlen > HEADER_LEN {
             parse_options(&buf[HEADER_LEN..hlen], offset + HEADER_LEN, &mut repr)?;
         }
-        Ok((repr, hlen))
+        Ok((repr, hlen, payload_sum))
     }
 
     /// Writes the header and `payload` into `buf` (which must be exactly
@@ -245,6 +279,14 @@ impl TcpRepr {
     /// [`WireError::Build`] when `seg` is shorter than the header, or mixed address
     /// families.
     pub fn emit_around_payload(&self, seg: &mut [u8], src: IpAddr, dst: IpAddr) -> Result<()> {
+        self.emit_around_payload_summed(seg, None, src, dst)
+    }
+
+    /// Writes the header (checksum zero) at the start of `seg`; returns its length.
+    ///
+    /// # Errors
+    /// [`WireError::Build`] when `seg` is shorter than the header.
+    pub(crate) fn write_header(&self, seg: &mut [u8]) -> Result<usize> {
         let hlen = self.header_len();
         if seg.len() < hlen {
             return Err(WireError::Build("buffer shorter than the TCP header"));
@@ -274,7 +316,34 @@ impl TcpRepr {
             o += 4;
         }
         debug_assert_eq!(o, hlen);
-        let c = transport_checksum(seg, 16, src, dst, 6)?;
+        Ok(hlen)
+    }
+
+    /// Like [`TcpRepr::emit_around_payload`]; with `payload_sum` (the sum of the payload
+    /// bytes in `seg`, e.g. from [`TcpRepr::parse_summed`] of the segment that brought them)
+    /// the checksum is made from the header and that sum, without reading the payload.
+    ///
+    /// # Errors
+    /// As [`TcpRepr::emit_around_payload`].
+    pub fn emit_around_payload_summed(
+        &self,
+        seg: &mut [u8],
+        payload_sum: Option<BytesSum>,
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> Result<()> {
+        let hlen = self.write_header(seg)?;
+        let c = match payload_sum {
+            Some(sum) => {
+                debug_assert!(
+                    sum.same_as(BytesSum::of(&seg[hlen..])),
+                    "the payload sum given is the payload's"
+                );
+                let (head, rest) = seg.split_at(hlen);
+                checksum::transport_split(head, 16, rest.len(), sum, src, dst, 6)?
+            }
+            None => transport_checksum(seg, 16, src, dst, 6)?,
+        };
         seg[16..18].copy_from_slice(&c.to_be_bytes());
         Ok(())
     }
@@ -331,7 +400,7 @@ pub fn transport_checksum(
     dst: IpAddr,
     proto: u8,
 ) -> Result<u16> {
-    crate::checksum::transport(segment, skip_at, src, dst, proto)
+    checksum::transport(segment, skip_at, src, dst, proto)
 }
 
 #[cfg(test)]
