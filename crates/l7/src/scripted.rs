@@ -130,6 +130,8 @@ const F_RELEASED: u16 = 1 << 6;
 const F_PASSIVE: u16 = 1 << 7;
 const F_PERSIST: u16 = 1 << 8;
 const F_RETRANSMITTED: u16 = 1 << 9;
+/// `Tcb::rcv_sum` is the sum of all of the receive buffer.
+const F_RCV_SUM: u16 = 1 << 10;
 
 /// A connection's 4-tuple packed for the connection map: hashing two `SocketAddr`s field by
 /// field (enum tags, then addresses, ports, IPv6 flow information and scope) cost more than
@@ -201,7 +203,8 @@ fn v6_bits(a: IpAddr) -> u128 {
 struct SumRun {
     /// Offset of the run's first byte in the send buffer.
     off: u32,
-    len: u32,
+    /// Its length (a run is only worth keeping when a segment can carry all of it).
+    len: u16,
     sum: BytesSum,
 }
 
@@ -213,11 +216,15 @@ impl SumRun {
 
     /// `len` bytes summing to `sum` were appended at `at` (the buffer's old length): they
     /// become the run (the run before them was sent, or will be sent in other segments).
+    /// Bytes more than a segment can carry make no run.
     fn appended(&mut self, at: usize, len: usize, sum: BytesSum) {
-        *self = Self {
-            off: at as u32,
-            len: len as u32,
-            sum,
+        *self = match u16::try_from(len) {
+            Ok(len) => Self {
+                off: at as u32,
+                len,
+                sum,
+            },
+            Err(_) => Self::default(),
         };
     }
 
@@ -239,9 +246,9 @@ struct Tcb {
     remote: SocketAddr,
     snd_buf: VecDeque<u8>,
     rcv_buf: VecDeque<u8>,
-    /// The sum of all of `rcv_buf`, while every byte in it came with a verified segment's
-    /// sum (see [`SumRun`]).
-    rcv_sum: Option<BytesSum>,
+    /// The sum of all of `rcv_buf` while every byte in it came with a verified segment's
+    /// sum (flag `F_RCV_SUM`; see [`SumRun`]).
+    rcv_sum: BytesSum,
     /// A run of `snd_buf` whose sum is known.
     snd_run: SumRun,
     /// Retransmission / persist / TIME-WAIT / FIN-WAIT-2 deadline (ns, `NONE` if unset).
@@ -287,6 +294,28 @@ impl Tcb {
 
     fn rcv_wnd(&self, cap: u32) -> u32 {
         cap.saturating_sub(self.rcv_buf.len() as u32).min(65_535)
+    }
+
+    /// The sum of the receive buffer's bytes, when known.
+    fn rcv_sum(&self) -> Option<BytesSum> {
+        self.has(F_RCV_SUM).then_some(self.rcv_sum)
+    }
+
+    fn set_rcv_sum(&mut self, sum: Option<BytesSum>) {
+        match sum {
+            Some(s) => {
+                self.rcv_sum = s;
+                self.flags |= F_RCV_SUM;
+            }
+            None => self.flags &= !F_RCV_SUM,
+        }
+    }
+
+    /// After bytes were taken from the receive buffer: an empty buffer's sum is known (zero),
+    /// a partly read one's is not.
+    fn emptied_or_read(&mut self) {
+        let empty = self.rcv_buf.is_empty();
+        self.set_rcv_sum(empty.then_some(BytesSum::default()));
     }
 
     fn can_send_data(&self) -> bool {
@@ -638,7 +667,7 @@ impl ScriptedStack {
             remote,
             snd_buf: VecDeque::new(),
             rcv_buf: VecDeque::new(),
-            rcv_sum: Some(BytesSum::default()),
+            rcv_sum: BytesSum::default(),
             snd_run: SumRun::default(),
             rto_at: NONE,
             ack_at: NONE,
@@ -656,7 +685,7 @@ impl ScriptedStack {
             rttvar: 0,
             rto: (self.cfg.rto_initial.as_nanos() / 1000) as u32,
             rcv_unacked: 0,
-            flags: 0,
+            flags: F_RCV_SUM,
             mss: self.mss_for(local.ip()),
             state,
             retries: 0,
@@ -885,12 +914,13 @@ impl ScriptedStack {
                     }
                     reserve(&mut t.rcv_buf, take, cap as usize);
                     // The buffer's sum stays known while whole verified segments arrive.
-                    t.rcv_sum = match (t.rcv_sum, sum) {
+                    let held = t.rcv_sum();
+                    t.set_rcv_sum(match (held, sum) {
                         (Some(held), Some(s)) if skip == 0 && take == payload.len() => {
                             Some(held.then(t.rcv_buf.len(), s))
                         }
                         _ => None,
-                    };
+                    });
                     t.rcv_buf.extend(&payload[skip..skip + take]);
                     t.rcv_nxt = t.rcv_nxt + take as u32;
                     t.rcv_unacked += take as u32;
@@ -1232,7 +1262,7 @@ impl TcpStack for ScriptedStack {
         let s = self.slots[src as usize].as_mut().expect("checked");
         let mut bytes = std::mem::take(&mut s.rcv_buf);
         // The received bytes' sum goes with them when all of them move.
-        let sum = s.rcv_sum.filter(|_| n == bytes.len());
+        let sum = s.rcv_sum().filter(|_| n == bytes.len());
         let t = self.slots[dst as usize].as_mut().expect("checked");
         let moved = if n == bytes.len() && t.snd_buf.is_empty() {
             // Everything received goes out: the buffers change hands, no byte is copied.
@@ -1253,11 +1283,7 @@ impl TcpStack for ScriptedStack {
         };
         let s = self.slots[src as usize].as_mut().expect("checked");
         s.rcv_buf = bytes;
-        s.rcv_sum = if s.rcv_buf.is_empty() {
-            Some(BytesSum::default())
-        } else {
-            None
-        };
+        s.emptied_or_read();
         self.after_read(src, moved);
         self.flush(dst, now);
         Ok(moved)
@@ -1290,11 +1316,7 @@ impl TcpStack for ScriptedStack {
             f(&b[..n - from_a]);
         }
         t.rcv_buf.drain(..n);
-        t.rcv_sum = if t.rcv_buf.is_empty() {
-            Some(BytesSum::default())
-        } else {
-            None
-        };
+        t.emptied_or_read();
         self.after_read(slot, n);
         let _ = now;
         Ok(n)
@@ -1610,6 +1632,10 @@ mod tests {
         r.drained(41);
         assert_eq!(r.covering(0, 4), None, "its first byte dropped: no run");
         assert_eq!(r.len, 0);
+        r.appended(0, 70_000, sum);
+        assert_eq!(r.len, 0, "longer than a segment: no run");
+        // Kept small: the connection block is counted in the memory per connection.
+        assert_eq!(size_of::<SumRun>(), 8);
     }
 
     /// Delivers packets among `hosts` (by destination address, no delay) until none is left;

@@ -203,6 +203,7 @@ impl TcpRepr {
     /// As [`TcpRepr::parse`].
     ///
     /// [`PacketBuilder::tcp_into_summed`]: crate::PacketBuilder::tcp_into_summed
+    #[inline]
     pub fn parse_summed(
         buf: &[u8],
         offset: usize,
@@ -213,6 +214,7 @@ impl TcpRepr {
         Ok((repr, hlen, sum.unwrap_or_default()))
     }
 
+    #[inline]
     fn parse_inner(
         buf: &[u8],
         offset: usize,
