@@ -203,7 +203,7 @@ impl TcpRepr {
     /// As [`TcpRepr::parse`].
     ///
     /// [`PacketBuilder::tcp_into_summed`]: crate::PacketBuilder::tcp_into_summed
-    #[inline]
+    #[inline(always)]
     pub fn parse_summed(
         buf: &[u8],
         offset: usize,
@@ -214,7 +214,7 @@ impl TcpRepr {
         Ok((repr, hlen, sum.unwrap_or_default()))
     }
 
-    #[inline]
+    #[inline(always)]
     fn parse_inner(
         buf: &[u8],
         offset: usize,
