@@ -199,8 +199,16 @@ pub fn transport_split(
         head.len().is_multiple_of(2),
         "the payload starts on an even byte"
     );
-    // A header is short: summed as big-endian 32-bit words, the checksum field taken out.
-    let body = sum(head) - field_word(head, field) + u64::from(payload.0);
+    // A header is short: summed as big-endian 32-bit words, the checksum field taken out;
+    // the common one, a TCP header without options, in five straight words.
+    let head_sum = match <&[u8; 20]>::try_from(head) {
+        Ok(h) if field == 16 => {
+            let w = |i: usize| u64::from(u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+            w(0) + w(4) + w(8) + w(12) + u64::from(u16::from_be_bytes([h[18], h[19]]))
+        }
+        _ => sum(head) - field_word(head, field),
+    };
+    let body = head_sum + u64::from(payload.0);
     Ok(finish(
         body + pseudo_header(src, dst, proto, head.len() + payload_len)?,
     ))
