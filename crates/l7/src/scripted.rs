@@ -1281,17 +1281,9 @@ impl TcpStack for ScriptedStack {
             bytes.drain(..moved);
             moved
         };
-        // An emptied large ring goes to the spares from here (`after_read` would move it
-        // there): writing it back and reading it again at once stalls on the store.
-        if bytes.is_empty() && bytes.capacity() > 4096 && self.spare.len() < SPARE_BUFFERS {
-            self.spare.push(bytes);
-        } else {
-            self.slots[src as usize].as_mut().expect("checked").rcv_buf = bytes;
-        }
-        self.slots[src as usize]
-            .as_mut()
-            .expect("checked")
-            .emptied_or_read();
+        let s = self.slots[src as usize].as_mut().expect("checked");
+        s.rcv_buf = bytes;
+        s.emptied_or_read();
         self.after_read(src, moved);
         self.flush(dst, now);
         Ok(moved)
