@@ -197,11 +197,13 @@ impl TcpRepr {
 
     /// Like [`TcpRepr::parse`] with the checksum always verified over the pseudo-header of
     /// `src` and `dst`; also returns the sum of the payload (`buf[hlen..]`), which the
-    /// verification computed anyway, for a relay to reuse ([`PacketBuilder::tcp_into_summed`]).
+    /// verification computed anyway, for a relay to reuse when it sends the same bytes on
+    /// ([`PacketBuilder::tcp_segment_into`], [`PacketBuilder::tcp_into_summed`]).
     ///
     /// # Errors
     /// As [`TcpRepr::parse`].
     ///
+    /// [`PacketBuilder::tcp_segment_into`]: crate::PacketBuilder::tcp_segment_into
     /// [`PacketBuilder::tcp_into_summed`]: crate::PacketBuilder::tcp_into_summed
     #[inline(always)]
     pub fn parse_summed(
