@@ -173,6 +173,43 @@ impl ConnKey {
     }
 }
 
+impl ConnKey {
+    /// The key of the connection a whole (unfragmented) TCP packet belongs to, as the
+    /// receiver sees it (local = the packet's destination), read straight from the header
+    /// bytes: the same key as [`ConnKey::new`] of the addresses and ports.
+    fn of_packet(ip: &IpView<'_>, sport: u16, dport: u16) -> Self {
+        let b = ip.bytes();
+        let ports = u32::from(dport) << 16 | u32::from(sport);
+        let word = |at: usize| {
+            u64::from_be_bytes([
+                b[at],
+                b[at + 1],
+                b[at + 2],
+                b[at + 3],
+                b[at + 4],
+                b[at + 5],
+                b[at + 6],
+                b[at + 7],
+            ])
+        };
+        if ip.is_ipv4() {
+            let quad =
+                |at: usize| u64::from(u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+            Self {
+                addrs: [quad(16) << 32 | quad(12), 0, 0, 0],
+                ports,
+                v6: false,
+            }
+        } else {
+            Self {
+                addrs: [word(24), word(32), word(8), word(16)],
+                ports,
+                v6: true,
+            }
+        }
+    }
+}
+
 impl std::hash::Hash for ConnKey {
     /// Two words that depend on every field (equal keys hash equally; the hasher mixes).
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
@@ -1480,15 +1517,17 @@ impl TcpStack for ScriptedStack {
             };
             (src, dst, seg, &body[hlen..], sum)
         };
-        let local = SocketAddr::new(dst, seg.dport);
-        let remote = SocketAddr::new(src, seg.sport);
         // A known connection's local address is the host's (connections are only made from
         // and to its addresses), so the address list (hundreds on the clients' host) is
         // scanned only for segments of no connection.
-        match self.map.get(&ConnKey::new(local, remote)) {
+        match self.map.get(&ConnKey::of_packet(&ip, seg.sport, seg.dport)) {
             Some(&slot) => self.segment(now, slot, &seg, payload, sum),
             None if !self.addrs.contains(&dst) => return Err(StackError::NotLocal(dst)),
-            None => self.no_conn(now, local, remote, &seg, payload),
+            None => {
+                let local = SocketAddr::new(dst, seg.dport);
+                let remote = SocketAddr::new(src, seg.sport);
+                self.no_conn(now, local, remote, &seg, payload);
+            }
         }
         Ok(())
     }
@@ -1582,6 +1621,34 @@ mod tests {
         let h = FixedState::default();
         assert_eq!(h.hash_one(k6), h.hash_one(ConnKey::new(v6.0, v6.1)));
         assert_eq!(size_of::<(ConnKey, u32)>(), 48);
+    }
+
+    #[test]
+    fn a_packets_key_read_from_its_header_bytes_is_its_connections_key() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for (local, remote) in [
+            (sa("10.0.0.1:80"), sa("203.0.113.7:33000")),
+            (sa("198.51.100.1:443"), sa("10.255.0.254:65535")),
+            (sa("[2001:db8::1]:80"), sa("[2001:db8:ffff::7]:33000")),
+            (sa("[fd00::2:1]:8080"), sa("[::1]:1")),
+        ] {
+            let seg = TcpRepr {
+                sport: remote.port(),
+                dport: local.port(),
+                flags: TcpFlags::ACK,
+                ..TcpRepr::default()
+            };
+            let p = PacketBuilder::new(remote.ip(), local.ip())
+                .unwrap()
+                .tcp(&seg, b"data")
+                .unwrap();
+            let ip = IpView::new_checked(&p, true).unwrap();
+            assert_eq!(
+                ConnKey::of_packet(&ip, seg.sport, seg.dport),
+                ConnKey::new(local, remote),
+                "{local} <- {remote}"
+            );
+        }
     }
 
     #[test]

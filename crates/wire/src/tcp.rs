@@ -243,7 +243,7 @@ impl TcpRepr {
             }
             payload_sum = Some(sum);
         }
-        let mut repr = Self {
+        let repr = Self {
             sport: v.sport(),
             dport: v.dport(),
             seq: v.seq(),
@@ -252,9 +252,14 @@ impl TcpRepr {
             window: v.window(),
             ..Self::default()
         };
-        if hlen > HEADER_LEN {
-            parse_options(&buf[HEADER_LEN..hlen], offset + HEADER_LEN, &mut repr)?;
-        }
+        // Options are parsed out of line, the header taken and given back by value: a
+        // header written field by field through a reference and then moved whole made the
+        // move's wide loads wait on the narrow stores (a failed store forward per segment).
+        let repr = if hlen > HEADER_LEN {
+            with_options(repr, &buf[HEADER_LEN..hlen], offset + HEADER_LEN)?
+        } else {
+            repr
+        };
         Ok((repr, hlen, payload_sum))
     }
 
@@ -351,6 +356,12 @@ impl TcpRepr {
         seg[16..18].copy_from_slice(&c.to_be_bytes());
         Ok(())
     }
+}
+
+#[inline(never)]
+fn with_options(mut repr: TcpRepr, opts: &[u8], offset: usize) -> Result<TcpRepr> {
+    parse_options(opts, offset, &mut repr)?;
+    Ok(repr)
 }
 
 fn parse_options(opts: &[u8], offset: usize, repr: &mut TcpRepr) -> Result<()> {
