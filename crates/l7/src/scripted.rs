@@ -178,31 +178,35 @@ impl ConnKey {
     /// receiver sees it (local = the packet's destination), read straight from the header
     /// bytes: the same key as [`ConnKey::new`] of the addresses and ports.
     fn of_packet(ip: &IpView<'_>, sport: u16, dport: u16) -> Self {
-        let b = ip.bytes();
         let ports = u32::from(dport) << 16 | u32::from(sport);
-        let word = |at: usize| {
-            u64::from_be_bytes([
-                b[at],
-                b[at + 1],
-                b[at + 2],
-                b[at + 3],
-                b[at + 4],
-                b[at + 5],
-                b[at + 6],
-                b[at + 7],
-            ])
-        };
+        // One bounds check per family (a checked view holds a whole fixed header).
         if ip.is_ipv4() {
-            let quad =
-                |at: usize| u64::from(u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]));
+            let a: &[u8; 8] = ip.bytes()[12..20].try_into().expect("checked header");
+            let (src, dst) = (
+                u64::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])),
+                u64::from(u32::from_be_bytes([a[4], a[5], a[6], a[7]])),
+            );
             Self {
-                addrs: [quad(16) << 32 | quad(12), 0, 0, 0],
+                addrs: [dst << 32 | src, 0, 0, 0],
                 ports,
                 v6: false,
             }
         } else {
+            let a: &[u8; 32] = ip.bytes()[8..40].try_into().expect("checked header");
+            let word = |at: usize| {
+                u64::from_be_bytes([
+                    a[at],
+                    a[at + 1],
+                    a[at + 2],
+                    a[at + 3],
+                    a[at + 4],
+                    a[at + 5],
+                    a[at + 6],
+                    a[at + 7],
+                ])
+            };
             Self {
-                addrs: [word(24), word(32), word(8), word(16)],
+                addrs: [word(16), word(24), word(0), word(8)],
                 ports,
                 v6: true,
             }
