@@ -148,32 +148,37 @@ struct ConnKey {
 }
 
 impl ConnKey {
+    /// The key of an IPv4 connection (addresses as 32-bit numbers, ports packed).
+    fn v4(local: u32, remote: u32, ports: u32) -> Self {
+        Self {
+            addrs: [u64::from(local) << 32 | u64::from(remote), 0, 0, 0],
+            ports,
+            v6: false,
+        }
+    }
+
+    /// The key of an IPv6 connection (addresses as 128-bit numbers, ports packed).
+    fn v6(local: u128, remote: u128, ports: u32) -> Self {
+        Self {
+            addrs: [
+                (local >> 64) as u64,
+                local as u64,
+                (remote >> 64) as u64,
+                remote as u64,
+            ],
+            ports,
+            v6: true,
+        }
+    }
+
     fn new(local: SocketAddr, remote: SocketAddr) -> Self {
         let ports = u32::from(local.port()) << 16 | u32::from(remote.port());
         match (local.ip(), remote.ip()) {
-            (IpAddr::V4(l), IpAddr::V4(r)) => Self {
-                addrs: [
-                    u64::from(l.to_bits()) << 32 | u64::from(r.to_bits()),
-                    0,
-                    0,
-                    0,
-                ],
-                ports,
-                v6: false,
-            },
-            (l, r) => {
-                let (l, r) = (v6_bits(l), v6_bits(r));
-                Self {
-                    addrs: [(l >> 64) as u64, l as u64, (r >> 64) as u64, r as u64],
-                    ports,
-                    v6: true,
-                }
-            }
+            (IpAddr::V4(l), IpAddr::V4(r)) => Self::v4(l.to_bits(), r.to_bits(), ports),
+            (l, r) => Self::v6(v6_bits(l), v6_bits(r), ports),
         }
     }
-}
 
-impl ConnKey {
     /// The key of the connection a whole (unfragmented) TCP packet belongs to, as the
     /// receiver sees it (local = the packet's destination), read straight from the header
     /// bytes: the same key as [`ConnKey::new`] of the addresses and ports.
@@ -182,34 +187,14 @@ impl ConnKey {
         // One bounds check per family (a checked view holds a whole fixed header).
         if ip.is_ipv4() {
             let a: &[u8; 8] = ip.bytes()[12..20].try_into().expect("checked header");
-            let (src, dst) = (
-                u64::from(u32::from_be_bytes([a[0], a[1], a[2], a[3]])),
-                u64::from(u32::from_be_bytes([a[4], a[5], a[6], a[7]])),
-            );
-            Self {
-                addrs: [dst << 32 | src, 0, 0, 0],
-                ports,
-                v6: false,
-            }
+            let src = u32::from_be_bytes([a[0], a[1], a[2], a[3]]);
+            let dst = u32::from_be_bytes([a[4], a[5], a[6], a[7]]);
+            Self::v4(dst, src, ports)
         } else {
             let a: &[u8; 32] = ip.bytes()[8..40].try_into().expect("checked header");
-            let word = |at: usize| {
-                u64::from_be_bytes([
-                    a[at],
-                    a[at + 1],
-                    a[at + 2],
-                    a[at + 3],
-                    a[at + 4],
-                    a[at + 5],
-                    a[at + 6],
-                    a[at + 7],
-                ])
-            };
-            Self {
-                addrs: [word(16), word(24), word(0), word(8)],
-                ports,
-                v6: true,
-            }
+            let (src, dst) = a.split_at(16);
+            let addr = |b: &[u8]| u128::from_be_bytes(b.try_into().expect("16 bytes"));
+            Self::v6(addr(dst), addr(src), ports)
         }
     }
 }
