@@ -865,7 +865,7 @@ impl<S: TcpStack> Proxy<S> {
         };
         let mut head = std::mem::take(&mut s.head);
         s.phase = Phase::Relay;
-        let (client_addr, vip) = (s.client_addr, s.vip);
+        let (client, client_addr, vip) = (s.client, s.client_addr, s.vip);
         let mut first = std::mem::take(&mut self.buf);
         first.clear();
         if send_proxy {
@@ -874,6 +874,10 @@ impl<S: TcpStack> Proxy<S> {
         first.extend_from_slice(&head);
         let _ = self.stack.send(now, server, &first);
         self.buf = first;
+        // The relay below is all the session does from here on: a stack that can, does it
+        // by itself.
+        self.stack.relay(server, client);
+        self.stack.relay(client, server);
         if self.spare_heads.len() < SPARE_HEADS {
             head.clear();
             self.spare_heads.push(head);

@@ -297,11 +297,20 @@ struct Tcb {
     rttvar: u32,
     rto: u32,
     rcv_unacked: u32,
+    /// The connection this one's bytes are relayed to by the stack ([`TcpStack::relay`];
+    /// `NO_RELAY` for none).
+    relay_to: ConnId,
     flags: u16,
     mss: u16,
     state: State,
     retries: u8,
 }
+
+/// No relay binding.
+const NO_RELAY: ConnId = ConnId {
+    slot: u32::MAX,
+    generation: 0,
+};
 
 impl Tcb {
     fn has(&self, f: u16) -> bool {
@@ -711,6 +720,7 @@ impl ScriptedStack {
             rttvar: 0,
             rto: (self.cfg.rto_initial.as_nanos() / 1000) as u32,
             rcv_unacked: 0,
+            relay_to: NO_RELAY,
             flags: F_RCV_SUM,
             mss: self.mss_for(local.ip()),
             state,
@@ -916,6 +926,9 @@ impl ScriptedStack {
         let delack = self.cfg.delayed_ack.as_nanos();
         let time_wait = self.cfg.time_wait.as_nanos();
         let fin_timeout = self.cfg.fin_timeout.as_nanos();
+        if off == 0 && self.relay_in(now, slot, seg, payload, sum) {
+            return;
+        }
         let id = self.id_of(slot);
         let t = self.slots[slot as usize].as_mut().expect("caller checked");
         let receiving = matches!(
@@ -1000,6 +1013,75 @@ impl ScriptedStack {
             t.ack_at = now.as_nanos() + delack;
             self.schedule(slot);
         }
+    }
+
+    /// The relay's common case ([`TcpStack::relay`]): a segment's in-order bytes go straight
+    /// to the bound connection's send buffer, and out, when the application's splice right
+    /// after the arrival would have moved all of them. The packets sent are the ones of
+    /// that path: the same receive-side ACK decisions (the window update the read would
+    /// trigger, or the delayed ACK), then the bound connection's flush. Returns false, with
+    /// nothing done, when the segment must go the usual way.
+    fn relay_in(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        seg: &TcpRepr,
+        payload: &[u8],
+        sum: Option<BytesSum>,
+    ) -> bool {
+        let cap = self.cfg.rcv_buf;
+        let Some(t) = self.slots[slot as usize].as_ref() else {
+            return false;
+        };
+        let n = payload.len();
+        let full = 2 * u32::from(t.mss);
+        // Left to the usual path: a segment it would answer at once (a FIN, a second full
+        // segment unacknowledged), so that its ACK carries the window it would carry, and
+        // one that arrives after events the application has yet to answer (its answers
+        // come first).
+        if t.relay_to == NO_RELAY
+            || n == 0
+            || !self.events.is_empty()
+            || seg.flags.fin()
+            || t.state != State::Established
+            || t.has(F_RELEASED)
+            || !t.rcv_buf.is_empty()
+            || n > t.rcv_wnd(cap) as usize
+            || t.rcv_unacked + n as u32 >= full
+        {
+            return false;
+        }
+        let to = t.relay_to;
+        // The held sum a whole verified segment keeps (see `process_data`).
+        let sum = sum.filter(|_| t.has(F_RCV_SUM));
+        let Some(d) = self.tcb(to) else {
+            return false;
+        };
+        if to.slot == slot
+            || d.has(F_FIN_QUEUED)
+            || !d.can_send_data()
+            || !d.rcv_buf.is_empty()
+            || (self.cfg.snd_buf as usize).saturating_sub(d.snd_buf.len()) < n
+        {
+            return false;
+        }
+        let dst = to.slot;
+        self.queue(dst, [payload, &[]], n, sum);
+        let delack = self.cfg.delayed_ack.as_nanos();
+        let mss = self.slots[slot as usize].as_ref().map_or(536, |t| t.mss);
+        let t = self.slots[slot as usize].as_mut().expect("checked");
+        t.rcv_nxt = t.rcv_nxt + n as u32;
+        t.rcv_unacked += n as u32;
+        // `after_read`: the window the read reopens, against what was advertised.
+        let adv = t.rcv_adv.diff(t.rcv_nxt).max(0) as u32;
+        if t.rcv_wnd(cap).saturating_sub(adv) >= (cap / 2).min(u32::from(mss)) {
+            self.send_ack(slot);
+        } else if t.ack_at == NONE {
+            t.ack_at = now.as_nanos() + delack;
+            self.schedule(slot);
+        }
+        self.flush(dst, now);
+        true
     }
 
     fn syn_sent(&mut self, now: Instant, slot: u32, seg: &TcpRepr) {
@@ -1346,6 +1428,21 @@ impl TcpStack for ScriptedStack {
         self.after_read(slot, n);
         let _ = now;
         Ok(n)
+    }
+
+    fn relay(&mut self, from: ConnId, to: ConnId) -> bool {
+        if self.tcb(to).is_none() {
+            return false;
+        }
+        match self.slot_of(from) {
+            Ok(slot) => {
+                if let Some(t) = self.slots[slot as usize].as_mut() {
+                    t.relay_to = to;
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn recv_queue(&self, id: ConnId) -> usize {
@@ -1803,5 +1900,207 @@ mod tests {
             server.recv(now, at_server, &mut got, n).unwrap();
         }
         assert_eq!(got, sent);
+    }
+
+    /// The three hosts of `relay_run` and what their applications saw.
+    struct RelayHosts {
+        client: ScriptedStack,
+        relay: ScriptedStack,
+        server: ScriptedStack,
+        bind: bool,
+        /// The relay host's connection to the server, and the client's connection to it.
+        out: ConnId,
+        inbound: Option<ConnId>,
+        at_server: Option<ConnId>,
+        fin_fwd: [bool; 2],
+        /// Every packet the relay host sent, in order.
+        log: Vec<Vec<u8>>,
+        readable: usize,
+        got_c: Vec<u8>,
+        got_s: Vec<u8>,
+    }
+
+    impl RelayHosts {
+        /// Delivers packets until none is left; after each, the applications answer their
+        /// events. The relay's answers every event as the proxy's `pump_both` does:
+        /// everything spliced both ways, half-closes forwarded once all was relayed.
+        fn settle(&mut self, now: Instant) {
+            loop {
+                let mut moved = Vec::new();
+                while let Some(p) = self.client.poll_transmit() {
+                    moved.push(p);
+                }
+                while let Some(p) = self.relay.poll_transmit() {
+                    self.log.push(p.clone());
+                    moved.push(p);
+                }
+                while let Some(p) = self.server.poll_transmit() {
+                    moved.push(p);
+                }
+                if moved.is_empty() {
+                    return;
+                }
+                for p in moved {
+                    let dst = Packet::parse(&p, true).expect("checks out").dst();
+                    let host = if self.relay.addrs.contains(&dst) {
+                        &mut self.relay
+                    } else if self.client.addrs.contains(&dst) {
+                        &mut self.client
+                    } else {
+                        &mut self.server
+                    };
+                    host.handle_packet(now, &p).expect("accepted");
+                    self.answer(now);
+                }
+            }
+        }
+
+        fn answer(&mut self, now: Instant) {
+            while let Some(e) = self.client.poll_event() {
+                if let TcpEvent::Readable { id } = e {
+                    let n = self.client.recv_queue(id);
+                    self.client.recv(now, id, &mut self.got_c, n).unwrap();
+                }
+            }
+            while let Some(e) = self.server.poll_event() {
+                match e {
+                    TcpEvent::Accepted { id, .. } => self.at_server = Some(id),
+                    TcpEvent::Readable { id } => {
+                        let n = self.server.recv_queue(id);
+                        self.server.recv(now, id, &mut self.got_s, n).unwrap();
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(e) = self.relay.poll_event() {
+                match e {
+                    TcpEvent::Accepted { id, .. } => {
+                        self.inbound = Some(id);
+                        if self.bind {
+                            assert!(self.relay.relay(self.out, id));
+                            assert!(self.relay.relay(id, self.out));
+                        }
+                    }
+                    TcpEvent::Readable { .. } => self.readable += 1,
+                    _ => {}
+                }
+                let Some(i) = self.inbound else { continue };
+                for (k, (from, to)) in [(i, self.out), (self.out, i)].into_iter().enumerate() {
+                    while self.relay.recv_queue(from) > 0
+                        && self.relay.splice(now, from, to, usize::MAX).unwrap() > 0
+                    {
+                    }
+                    if self.relay.peer_closed(from)
+                        && self.relay.recv_queue(from) == 0
+                        && !self.fin_fwd[k]
+                    {
+                        self.fin_fwd[k] = true;
+                        let _ = self.relay.close(now, to);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What `relay_sends_what_the_applications_splices_send` runs once per mode: a client
+    /// (IPv4), a relay host and a server (IPv6), the connections bound with
+    /// `TcpStack::relay` when `bind`; requests, responses of several sizes (a burst of full
+    /// segments, small writes, more than a window), delayed ACKs that fire, both closes.
+    fn relay_run(bind: bool) -> RelayHosts {
+        let cfg = ScriptedConfig::default();
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let (c_addr, r_in, r_out, s_addr) = (
+            sa("203.0.113.7:40000"),
+            sa("198.51.100.1:80"),
+            sa("[2001:db8::1]:50000"),
+            sa("[2001:db8::2]:8080"),
+        );
+        let mut client = ScriptedStack::new(cfg.clone());
+        let mut relay = ScriptedStack::new(cfg.clone());
+        let mut server = ScriptedStack::new(cfg);
+        client.add_address(c_addr.ip());
+        relay.add_address(r_in.ip());
+        relay.add_address(r_out.ip());
+        server.add_address(s_addr.ip());
+        relay.listen(r_in).unwrap();
+        server.listen(s_addr).unwrap();
+        let mut now = Instant::from_millis(1);
+        let c = client.connect(now, c_addr, r_in).unwrap();
+        let out = relay.connect(now, r_out, s_addr).unwrap();
+        let mut h = RelayHosts {
+            client,
+            relay,
+            server,
+            bind,
+            out,
+            inbound: None,
+            at_server: None,
+            fin_fwd: [false; 2],
+            log: Vec::new(),
+            readable: 0,
+            got_c: Vec::new(),
+            got_s: Vec::new(),
+        };
+        h.settle(now);
+        let at_server = h.at_server.expect("accepted");
+        let script: [(bool, usize); 7] = [
+            (true, 100),
+            (false, 10_000),
+            (false, 5),
+            (false, 1_500),
+            (true, 2_000),
+            (false, 70_000),
+            (false, 1),
+        ];
+        let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+        for (k, &(from_client, n)) in script.iter().enumerate() {
+            let mut bytes: Vec<u8> = (0..n).map(|i| (i * 7 + k) as u8).collect();
+            while !bytes.is_empty() {
+                let took = if from_client {
+                    h.client.send(now, c, &bytes).unwrap()
+                } else {
+                    h.server.send(now, at_server, &bytes).unwrap()
+                };
+                let sent = if from_client {
+                    &mut to_server
+                } else {
+                    &mut to_client
+                };
+                sent.extend(bytes.drain(..took));
+                h.settle(now);
+                now += Duration::from_millis(50);
+                for host in [&mut h.client, &mut h.relay, &mut h.server] {
+                    host.handle_timeout(now);
+                }
+                h.answer(now);
+                h.settle(now);
+            }
+        }
+        h.server.close(now, at_server).unwrap();
+        h.settle(now);
+        h.client.close(now, c).unwrap();
+        h.settle(now);
+        assert_eq!(h.got_s, to_server, "every byte relayed to the server");
+        assert_eq!(h.got_c, to_client, "every byte relayed to the client");
+        h
+    }
+
+    /// A stack bound to relay (`TcpStack::relay`) sends exactly the packets the
+    /// application's splices send without the binding (same bytes, same order), and does
+    /// the work itself: its application sees fewer `Readable` events.
+    #[test]
+    fn relay_sends_what_the_applications_splices_send() {
+        let spliced = relay_run(false);
+        let relayed = relay_run(true);
+        assert_eq!(spliced.log.len(), relayed.log.len(), "as many packets");
+        for (k, (a, b)) in spliced.log.iter().zip(&relayed.log).enumerate() {
+            assert_eq!(a, b, "packet {k} of the relay host");
+        }
+        assert!(
+            relayed.readable < spliced.readable / 2,
+            "the stack relayed most segments itself: {} Readable events against {}",
+            relayed.readable,
+            spliced.readable
+        );
     }
 }

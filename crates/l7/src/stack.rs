@@ -222,6 +222,21 @@ pub trait TcpStack {
         splice_through(self, &mut Vec::new(), now, from, to, max)
     }
 
+    /// Lets the stack do a relay's splices itself. For an application whose answer to a
+    /// [`TcpEvent::Readable`] on `from`, when `to` holds no bytes to be read, is to
+    /// [`splice`](TcpStack::splice) everything `from` holds to `to` (a proxy's relay): when a
+    /// segment brings `from` in-order bytes while neither connection holds bytes to be read
+    /// and `to` has room for all of them, the stack moves them to `to` and sends them as
+    /// that splice would, at once, and raises no `Readable` for them. Anything else (a FIN,
+    /// bytes that do not fit, a closing `to`) goes the usual way, so the packets sent are
+    /// the ones the application's splices would have sent. The binding lasts as long as
+    /// both connections; binding `from` again replaces it. Returns whether the stack relays
+    /// by itself (the default does not, and the application's splices do the work).
+    fn relay(&mut self, from: ConnId, to: ConnId) -> bool {
+        let _ = (from, to);
+        false
+    }
+
     /// Bytes received and not yet read.
     fn recv_queue(&self, id: ConnId) -> usize;
 
