@@ -373,6 +373,11 @@ pub struct ScriptedStack {
     events: VecDeque<TcpEvent>,
     scratch: Vec<u8>,
     spare: Vec<VecDeque<u8>>,
+    /// Header prediction on (`established_fast`); tests turn it off to compare.
+    predict: bool,
+    /// Segments header prediction took (tests read it).
+    #[cfg(test)]
+    predicted: usize,
 }
 
 impl ScriptedStack {
@@ -391,6 +396,9 @@ impl ScriptedStack {
             events: VecDeque::new(),
             scratch: Vec::new(),
             spare: Vec::new(),
+            predict: true,
+            #[cfg(test)]
+            predicted: 0,
         }
     }
 
@@ -825,27 +833,27 @@ impl ScriptedStack {
                 return;
             }
         }
-        if !self.process_ack(now, slot, seg) {
+        if !self.process_ack(now, slot, seg.ack, seg.window) {
             return;
         }
-        self.process_data(now, slot, seg, (payload, sum), off);
+        self.process_data(now, slot, (seg.seq, seg.flags.fin()), (payload, sum), off);
     }
 
     /// ACK processing; returns false when the connection is gone.
-    fn process_ack(&mut self, now: Instant, slot: u32, seg: &TcpRepr) -> bool {
+    fn process_ack(&mut self, now: Instant, slot: u32, ack: TcpSeq, window: u16) -> bool {
         let (min_us, max_us) = (
             (self.cfg.rto_min.as_nanos() / 1000) as u32,
             (self.cfg.rto_max.as_nanos() / 1000) as u32,
         );
         let t = self.slots[slot as usize].as_mut().expect("caller checked");
-        if seg.ack.diff(t.snd_max) > 0 {
+        if ack.diff(t.snd_max) > 0 {
             // ACK of something never sent: answer with an ACK and drop (RFC 9293 §3.10.7.4).
             self.send_ack(slot);
             return false;
         }
-        let advanced = seg.ack.diff(t.snd_una);
+        let advanced = ack.diff(t.snd_una);
         if advanced >= 0 {
-            t.snd_wnd = u32::from(seg.window);
+            t.snd_wnd = u32::from(window);
         }
         let mut freed = false;
         if advanced > 0 {
@@ -855,11 +863,11 @@ impl ScriptedStack {
             t.snd_run.drained(data_acked);
             recycle(&mut self.spare, &mut t.snd_buf);
             freed = data_acked > 0;
-            t.snd_una = seg.ack;
+            t.snd_una = ack;
             if t.snd_nxt.diff(t.snd_una) < 0 {
                 t.snd_nxt = t.snd_una;
             }
-            if t.has(F_RTT) && seg.ack.diff(t.rtt_seq) >= 0 {
+            if t.has(F_RTT) && ack.diff(t.rtt_seq) >= 0 {
                 let r = ((now.as_nanos().saturating_sub(t.rtt_start)) / 1000) as u32;
                 Self::rtt_sample(t, r, min_us, max_us);
                 t.flags &= !F_RTT;
@@ -871,7 +879,7 @@ impl ScriptedStack {
             } else {
                 NONE
             };
-            let fin_acked = t.has(F_FIN_SENT) && seg.ack.diff(fin_seq) > 0;
+            let fin_acked = t.has(F_FIN_SENT) && ack.diff(fin_seq) > 0;
             if fin_acked {
                 match t.state {
                     State::FinWait1 => {
@@ -917,7 +925,7 @@ impl ScriptedStack {
         &mut self,
         now: Instant,
         slot: u32,
-        seg: &TcpRepr,
+        (seq, fin): (TcpSeq, bool),
         (payload, sum): (&[u8], Option<BytesSum>),
         off: i32,
     ) {
@@ -926,7 +934,7 @@ impl ScriptedStack {
         let delack = self.cfg.delayed_ack.as_nanos();
         let time_wait = self.cfg.time_wait.as_nanos();
         let fin_timeout = self.cfg.fin_timeout.as_nanos();
-        if off == 0 && self.relay_in(now, slot, seg, payload, sum) {
+        if off == 0 && self.relay_in(now, slot, fin, payload, sum) {
             return;
         }
         let id = self.id_of(slot);
@@ -973,14 +981,14 @@ impl ScriptedStack {
                 }
             }
         }
-        let fin_here = seg.flags.fin() && seg.seq + payload.len() as u32 == t.rcv_nxt;
+        let fin_here = fin && seq + payload.len() as u32 == t.rcv_nxt;
         let mut peer_fin = false;
         if fin_here && !t.has(F_PEER_FIN) && t.state != State::CloseWait {
             t.rcv_nxt = t.rcv_nxt + 1;
             t.flags |= F_PEER_FIN;
             peer_fin = true;
             ack_now = true;
-        } else if seg.flags.fin() && t.has(F_PEER_FIN) {
+        } else if fin && t.has(F_PEER_FIN) {
             ack_now = true; // retransmitted FIN
         }
         if got > 0 && !t.has(F_RELEASED) {
@@ -1015,6 +1023,68 @@ impl ScriptedStack {
         }
     }
 
+    /// Header prediction (Van Jacobson's, as Linux `tcp_rcv_established` does it): the
+    /// common segment, an ACK with or without data at exactly RCV.NXT on an established
+    /// connection, with no option, flag or sequence number that asks for more, is read
+    /// straight from the packet's bytes and goes to the ACK and data processing at once,
+    /// past the checks of `segment` that it passes by construction. Returns false, with
+    /// nothing done, for any other segment (the general path then takes it, and reports
+    /// what is wrong with it, a bad checksum included).
+    fn established_fast(&mut self, now: Instant, ip: &IpView<'_>, verify: bool) -> bool {
+        if ip.is_fragment() || ip.proto() != IpProto::Tcp {
+            return false;
+        }
+        let body = ip.payload();
+        // A 20-byte header (data offset 5), flags ACK or ACK|PSH and nothing else.
+        let Some(&[.., h12, h13]) = body.get(..14) else {
+            return false;
+        };
+        if h12 != 0x50 || (h13 != 0x10 && h13 != 0x18) || body.len() < 20 {
+            return false;
+        }
+        let (head, payload) = body.split_at(20);
+        let sum = if verify {
+            let sum = BytesSum::of(payload);
+            let expected = tierlab_wire::checksum::transport_split_pseudo(
+                head,
+                16,
+                sum,
+                ip.pseudo_header_sum(),
+            );
+            if expected != u16::from_be_bytes([head[16], head[17]]) {
+                return false;
+            }
+            Some(sum)
+        } else {
+            None
+        };
+        let word = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let (ports, seq, ack) = (word(0), TcpSeq(word(4)), TcpSeq(word(8)));
+        let window = u16::from_be_bytes([head[14], head[15]]);
+        let key = ConnKey::of_packet(ip, (ports >> 16) as u16, ports as u16);
+        let Some(&slot) = self.map.get(&key) else {
+            return false;
+        };
+        let cap = self.cfg.rcv_buf;
+        let Some(t) = self.slots[slot as usize].as_ref() else {
+            return false;
+        };
+        // RFC 9293 §3.10.7.4: at RCV.NXT a segment is acceptable when it carries nothing
+        // or the window is open; its ACK is of something sent.
+        let wnd = (t.rcv_adv.diff(t.rcv_nxt).max(0) as u32).max(t.rcv_wnd(cap));
+        if t.state != State::Established
+            || seq != t.rcv_nxt
+            || (!payload.is_empty() && wnd == 0)
+            || ack.diff(t.snd_max) > 0
+        {
+            return false;
+        }
+        if self.process_ack(now, slot, ack, window) {
+            self.process_data(now, slot, (seq, false), (payload, sum), 0);
+        }
+        true
+    }
+
     /// The relay's common case ([`TcpStack::relay`]): a segment's in-order bytes go straight
     /// to the bound connection's send buffer, and out, when the application's splice right
     /// after the arrival would have moved all of them. The packets sent are the ones of
@@ -1025,7 +1095,7 @@ impl ScriptedStack {
         &mut self,
         now: Instant,
         slot: u32,
-        seg: &TcpRepr,
+        fin: bool,
         payload: &[u8],
         sum: Option<BytesSum>,
     ) -> bool {
@@ -1042,7 +1112,7 @@ impl ScriptedStack {
         if t.relay_to == NO_RELAY
             || n == 0
             || !self.events.is_empty()
-            || seg.flags.fin()
+            || fin
             || t.state != State::Established
             || t.has(F_RELEASED)
             || !t.rcv_buf.is_empty()
@@ -1581,6 +1651,13 @@ impl TcpStack for ScriptedStack {
         // copied out); a fragment goes through the full parser, which knows what to make of
         // one.
         let ip = IpView::new_checked(packet, verify != Verify::Nothing)?;
+        if self.predict && self.established_fast(now, &ip, verify == Verify::All) {
+            #[cfg(test)]
+            {
+                self.predicted += 1;
+            }
+            return Ok(());
+        }
         let (src, dst, seg, payload, sum) = if ip.is_fragment() {
             let p = Packet::parse_with(packet, verify)?;
             let Transport::Tcp(seg) = p.transport else {
@@ -1908,6 +1985,8 @@ mod tests {
         relay: ScriptedStack,
         server: ScriptedStack,
         bind: bool,
+        /// Every packet any host sent, in order.
+        all: Vec<Vec<u8>>,
         /// The relay host's connection to the server, and the client's connection to it.
         out: ConnId,
         inbound: Option<ConnId>,
@@ -1940,6 +2019,7 @@ mod tests {
                 if moved.is_empty() {
                     return;
                 }
+                self.all.extend(moved.iter().cloned());
                 for p in moved {
                     let dst = Packet::parse(&p, true).expect("checks out").dst();
                     let host = if self.relay.addrs.contains(&dst) {
@@ -2006,7 +2086,7 @@ mod tests {
     /// (IPv4), a relay host and a server (IPv6), the connections bound with
     /// `TcpStack::relay` when `bind`; requests, responses of several sizes (a burst of full
     /// segments, small writes, more than a window), delayed ACKs that fire, both closes.
-    fn relay_run(bind: bool) -> RelayHosts {
+    fn relay_run(bind: bool, predict: bool) -> RelayHosts {
         let cfg = ScriptedConfig::default();
         let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
         let (c_addr, r_in, r_out, s_addr) = (
@@ -2018,6 +2098,9 @@ mod tests {
         let mut client = ScriptedStack::new(cfg.clone());
         let mut relay = ScriptedStack::new(cfg.clone());
         let mut server = ScriptedStack::new(cfg);
+        for h in [&mut client, &mut relay, &mut server] {
+            h.predict = predict;
+        }
         client.add_address(c_addr.ip());
         relay.add_address(r_in.ip());
         relay.add_address(r_out.ip());
@@ -2032,6 +2115,7 @@ mod tests {
             relay,
             server,
             bind,
+            all: Vec::new(),
             out,
             inbound: None,
             at_server: None,
@@ -2090,8 +2174,8 @@ mod tests {
     /// the work itself: its application sees fewer `Readable` events.
     #[test]
     fn relay_sends_what_the_applications_splices_send() {
-        let spliced = relay_run(false);
-        let relayed = relay_run(true);
+        let spliced = relay_run(false, true);
+        let relayed = relay_run(true, true);
         assert_eq!(spliced.log.len(), relayed.log.len(), "as many packets");
         for (k, (a, b)) in spliced.log.iter().zip(&relayed.log).enumerate() {
             assert_eq!(a, b, "packet {k} of the relay host");
@@ -2102,5 +2186,66 @@ mod tests {
             relayed.readable,
             spliced.readable
         );
+    }
+
+    /// Header prediction (`established_fast`) changes no packet: the same exchanges, with
+    /// and without it, send the same packets from every host, and it takes most segments.
+    #[test]
+    fn header_prediction_changes_no_packet() {
+        for bind in [false, true] {
+            let general = relay_run(bind, false);
+            let predicted = relay_run(bind, true);
+            assert_eq!(general.all.len(), predicted.all.len(), "as many packets");
+            for (k, (a, b)) in general.all.iter().zip(&predicted.all).enumerate() {
+                assert_eq!(a, b, "packet {k}");
+            }
+            let taken = [&predicted.client, &predicted.relay, &predicted.server]
+                .iter()
+                .map(|h| h.predicted)
+                .sum::<usize>();
+            assert_eq!(general.relay.predicted, 0);
+            assert!(
+                taken * 2 > predicted.all.len(),
+                "{taken} of {} segments predicted",
+                predicted.all.len()
+            );
+        }
+    }
+
+    /// A segment that header prediction would take, with one payload bit flipped, is
+    /// refused as the general path refuses it: a bad TCP checksum, and nothing sent.
+    #[test]
+    fn a_corrupted_segment_is_refused_with_or_without_prediction() {
+        let cfg = ScriptedConfig::default();
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let (a_addr, b_addr) = (sa("192.0.2.1:40000"), sa("192.0.2.2:80"));
+        let mut a = ScriptedStack::new(cfg.clone());
+        let mut b = ScriptedStack::new(cfg);
+        a.add_address(a_addr.ip());
+        b.add_address(b_addr.ip());
+        b.listen(b_addr).unwrap();
+        let now = Instant::from_millis(1);
+        let c = a.connect(now, a_addr, b_addr).unwrap();
+        settle(&mut [&mut a, &mut b], now);
+        a.send(now, c, b"hello").unwrap();
+        let seg = a.poll_transmit().expect("a data segment");
+        let mut bad = seg.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x40;
+        for predict in [true, false] {
+            b.predict = predict;
+            let before = b.predicted;
+            assert!(matches!(
+                b.handle_packet(now, &bad),
+                Err(StackError::Wire(
+                    tierlab_wire::WireError::BadChecksum { .. }
+                ))
+            ));
+            assert_eq!(b.predicted, before);
+            assert!(b.poll_transmit().is_none());
+        }
+        b.predict = true;
+        b.handle_packet(now, &seg).unwrap();
+        assert_eq!(b.predicted, 1, "the intact segment is predicted");
     }
 }

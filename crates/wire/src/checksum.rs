@@ -195,6 +195,19 @@ pub fn transport_split(
     dst: IpAddr,
     proto: u8,
 ) -> Result<u16> {
+    Ok(transport_split_pseudo(
+        head,
+        field,
+        payload,
+        pseudo_header(src, dst, proto, head.len() + payload_len)?,
+    ))
+}
+
+/// [`transport_split`] with the pseudo-header's sum given (`pseudo`, as
+/// [`pseudo_header`] makes it, or [`crate::view::IpView::pseudo_header_sum`] reads it from
+/// a packet).
+#[inline]
+pub fn transport_split_pseudo(head: &[u8], field: usize, payload: BytesSum, pseudo: u64) -> u16 {
     debug_assert!(
         head.len().is_multiple_of(2),
         "the payload starts on an even byte"
@@ -208,10 +221,7 @@ pub fn transport_split(
         }
         _ => sum(head) - field_word(head, field),
     };
-    let body = head_sum + u64::from(payload.0);
-    Ok(finish(
-        body + pseudo_header(src, dst, proto, head.len() + payload_len)?,
-    ))
+    finish(head_sum + u64::from(payload.0) + pseudo)
 }
 
 /// The one's-complement sum of `data` as big-endian 16-bit words (as [`sum`]), folded to 16

@@ -156,6 +156,24 @@ impl<'a> IpView<'a> {
         }
     }
 
+    /// The sum of the upper layer's pseudo-header (RFC 9293 §3.1, RFC 8200 §8.1: the
+    /// addresses, the protocol and the upper-layer length), read from the header in place:
+    /// what [`checksum::pseudo_header`] gives for this packet's addresses, protocol and
+    /// payload length.
+    #[inline]
+    pub fn pseudo_header_sum(&self) -> u64 {
+        let b = self.buf;
+        let w = |i: usize| u64::from(u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+        let addrs = if self.is_ipv4() {
+            w(12) + w(16)
+        } else {
+            let b: &[u8; 40] = b[..40].try_into().expect("checked length");
+            let w = |i: usize| u64::from(u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+            w(8) + w(12) + w(16) + w(20) + w(24) + w(28) + w(32) + w(36)
+        };
+        addrs + u64::from(self.proto.number()) + (b.len() - usize::from(self.l4)) as u64
+    }
+
     /// Upper-layer protocol (past IPv6 extension headers).
     pub fn proto(&self) -> IpProto {
         self.proto
@@ -393,6 +411,13 @@ mod tests {
             prop_assert_eq!((tv.sport(), tv.dport(), tv.seq(), tv.flags()), (sport, dport, TcpSeq(seq), TcpFlags(flags)));
             prop_assert_eq!(tv.payload().len(), len);
             prop_assert!(tv.checksum_ok(s, d).unwrap());
+            // The pseudo-header read in place is the one made from the addresses, and
+            // checks the segment with its payload summed apart.
+            prop_assert_eq!(v.pseudo_header_sum(), checksum::pseudo_header(s, d, 6, v.payload().len()).unwrap());
+            let seg = v.payload();
+            let (head, rest) = seg.split_at(tv.header_len());
+            let split = checksum::transport_split_pseudo(head, 16, checksum::BytesSum::of(rest), v.pseudo_header_sum());
+            prop_assert_eq!(split, u16::from_be_bytes([seg[16], seg[17]]));
             let mut m = bytes.clone();
             let i = flip.0 % m.len();
             m[i] ^= flip.1;
