@@ -1364,6 +1364,10 @@ fn reserve(buf: &mut VecDeque<u8>, add: usize, limit: usize) {
     }
 }
 
+/// Stale timer entries tolerated beyond two per connection before they are dropped in one
+/// pass (`handle_timeout`).
+const STALE_TIMERS: usize = 1024;
+
 /// Most empty buffers kept for reuse (avoids a malloc/free and page faults per connection).
 const SPARE_BUFFERS: usize = 256;
 
@@ -1696,6 +1700,18 @@ impl TcpStack for ScriptedStack {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        // A deadline moved earlier, or a connection gone, leaves a stale entry that is only
+        // skipped when it comes due. When they far outnumber the connections, one pass
+        // drops them all (popping each would cost a sift through the heap).
+        if self.timers.len() > 2 * self.map.len() + STALE_TIMERS {
+            let (slots, generations) = (&self.slots, &self.generations);
+            self.timers.retain(|at, slot, g| {
+                generations[slot as usize] == g
+                    && slots[slot as usize]
+                        .as_ref()
+                        .is_some_and(|t| t.heap_at == at)
+            });
+        }
         while let Some((at, slot, gen_)) = self.timers.pop_due(now) {
             if self.generations[slot as usize] != gen_ {
                 continue;
@@ -2247,5 +2263,50 @@ mod tests {
         b.predict = true;
         b.handle_packet(now, &seg).unwrap();
         assert_eq!(b.predicted, 1, "the intact segment is predicted");
+    }
+
+    /// Stale timer entries (here: of 1,500 aborted connection attempts) are dropped in one
+    /// pass once they far outnumber the connections, and a live deadline still fires on
+    /// time: the one attempt left retransmits its SYN after the initial RTO, not before.
+    #[test]
+    fn stale_timers_are_dropped_and_live_ones_still_fire() {
+        let mut a = ScriptedStack::new(ScriptedConfig::default());
+        let local = "192.0.2.1".parse::<IpAddr>().unwrap();
+        a.add_address(local);
+        let remote = |port: u16| SocketAddr::new("192.0.2.9".parse().unwrap(), port);
+        let t0 = Instant::from_millis(1);
+        for port in 0..1_500u16 {
+            let id = a
+                .connect(t0, SocketAddr::new(local, 10_000 + port), remote(80))
+                .unwrap();
+            a.abort(t0, id).unwrap();
+        }
+        let kept = a
+            .connect(t0, SocketAddr::new(local, 9_999), remote(80))
+            .unwrap();
+        while a.poll_transmit().is_some() {}
+        assert!(
+            a.timers.len() > 1_500,
+            "aborted attempts leave their entries"
+        );
+        a.handle_timeout(t0 + Duration::from_millis(999));
+        assert_eq!(
+            a.timers.len(),
+            1,
+            "only the live attempt's deadline is left"
+        );
+        assert!(a.poll_transmit().is_none(), "nothing due before the RTO");
+        a.handle_timeout(t0 + Duration::from_millis(1_000));
+        let syn = a.poll_transmit().expect("the SYN is retransmitted");
+        let p = Packet::parse(&syn, true).unwrap();
+        let Transport::Tcp(seg) = p.transport else {
+            panic!("not TCP")
+        };
+        assert!(seg.flags.syn() && !seg.flags.ack());
+        assert_eq!(
+            a.state_of(SocketAddr::new(local, 9_999), remote(80)),
+            Some(State::SynSent)
+        );
+        let _ = kept;
     }
 }

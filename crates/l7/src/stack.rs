@@ -406,6 +406,26 @@ impl SlotTimers {
         Some(entry)
     }
 
+    /// Entries queued, stale ones included.
+    pub fn len(&self) -> usize {
+        self.heap.len() + self.run.len()
+    }
+
+    /// Whether no entry is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the entries `(deadline, slot, generation)` that `live` says are live and drops
+    /// the others, in one pass (the heap rebuilt once): for a queue that has grown mostly
+    /// stale, where popping each stale entry would cost a sift through the heap. The live
+    /// entries come out in the same order as before.
+    pub fn retain(&mut self, mut live: impl FnMut(u64, u32, u32) -> bool) {
+        self.heap
+            .retain(|Reverse((at, slot, g))| live(*at, *slot, *g));
+        self.run.retain(|&(at, slot, g)| live(at, slot, g));
+    }
+
     /// The earliest deadline queued (stale or not: waking early costs a skipped entry).
     pub fn next(&self) -> Option<Instant> {
         let h = self.heap.peek().map(|Reverse((at, _, _))| *at);
@@ -548,6 +568,37 @@ mod tests {
             }
         }
         assert!(!t.run.is_empty() && !t.heap.is_empty(), "both stores used");
+    }
+
+    /// `retain` drops exactly the entries its predicate calls stale, from both stores, and
+    /// the others still pop in heap order.
+    #[test]
+    fn slot_timers_retain_drops_stale_entries_and_keeps_the_order() {
+        let mut t = SlotTimers::default();
+        let mut reference: BinaryHeap<Reverse<(u64, u32, u32)>> = BinaryHeap::new();
+        let live =
+            |at: u64, slot: u32, g: u32| !(at + u64::from(slot) + u64::from(g)).is_multiple_of(3);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for k in 0..5_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Every other entry in time order (the run), the rest anywhere (the heap).
+            let at = if k % 2 == 0 { 10 * k } else { x % 50_000 };
+            let entry = (at, (x >> 20) as u32 % 64, (x >> 40) as u32 % 4);
+            t.push(entry.0, entry.1, entry.2);
+            if live(entry.0, entry.1, entry.2) {
+                reference.push(Reverse(entry));
+            }
+        }
+        assert!(!t.run.is_empty() && !t.heap.is_empty(), "both stores used");
+        t.retain(live);
+        assert_eq!(t.len(), reference.len());
+        let end = Instant::from_nanos(u64::MAX);
+        while let Some(Reverse(want)) = reference.pop() {
+            assert_eq!(t.pop_due(end), Some(want));
+        }
+        assert!(t.is_empty());
     }
 
     fn seg(flags: TcpFlags, seq: u32, ack: u32) -> TcpRepr {
