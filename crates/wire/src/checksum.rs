@@ -172,6 +172,11 @@ impl BytesSum {
         Self(((s & 0xffff) + (s >> 16)) as u16)
     }
 
+    /// The sum's value, to add to others before [`finish`].
+    pub(crate) fn value(self) -> u64 {
+        u64::from(self.0)
+    }
+
     /// Whether two sums are congruent modulo 2^16 − 1 (0 and 0xffff are the same sum).
     pub fn same_as(self, other: Self) -> bool {
         let norm = |v: u16| if v == 0xffff { 0 } else { v };
