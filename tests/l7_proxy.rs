@@ -413,3 +413,95 @@ fn icmp_for_known_flow_is_taken_unknown_dropped() {
         Some(&1)
     );
 }
+
+/// Every packet the proxy refuses is dropped with its reason, and the common ones it takes:
+/// a tunnelled SYN to a VIP is answered; one to an address that is not a VIP, one whose
+/// outer header checksum is wrong, one whose TCP checksum is wrong, one marked CE outside
+/// over a packet that is not ECN-capable, a SYN to a VIP that was not tunnelled, and a
+/// packet to an address that is not the proxy's are each dropped, once, for their reason.
+#[test]
+fn refused_packets_are_dropped_with_their_reason() {
+    use std::net::IpAddr;
+    use tierlab::ipip::{EncapParams, encapsulate};
+    use tierlab::l7::{Proxy, ProxyConfig};
+    use tierlab::wire::{PacketBuilder, TcpFlags, TcpRepr, TcpSeq, checksum};
+
+    let mut pc = ProxyConfig::lab(1, 1);
+    pc.check.enabled = false;
+    pc.servers[0].agent_port = None;
+    let tunnel = pc.tunnel_addr;
+    let mut proxy = Proxy::new(pc, scripted()).unwrap();
+    let now = Instant::from_millis(1);
+    let client: IpAddr = IpAddr::from([203, 0, 113, 7]);
+    let syn = |to: IpAddr, sport: u16| {
+        let t = TcpRepr {
+            sport,
+            dport: 80,
+            seq: TcpSeq(1000),
+            flags: TcpFlags::SYN,
+            window: 65_535,
+            mss: Some(1460),
+            ..TcpRepr::default()
+        };
+        PacketBuilder::new(client, to)
+            .unwrap()
+            .tcp(&t, &[])
+            .unwrap()
+    };
+    let tunnelled = |inner: &[u8]| {
+        let director = IpAddr::from([192, 0, 2, 4]);
+        encapsulate(inner, &EncapParams::ipvs(director, tunnel, false, 0)).unwrap()
+    };
+    let vip = IpAddr::from([198, 51, 100, 1]);
+    let send = |proxy: &mut Proxy<ScriptedStack>, p: &[u8]| {
+        let before = proxy.drops().clone();
+        proxy.handle_packet(now, p);
+        let mut answered = 0;
+        while proxy.poll_transmit().is_some() {
+            answered += 1;
+        }
+        while proxy.poll_event().is_some() {}
+        let new: Vec<DropReason> = proxy
+            .drops()
+            .iter()
+            .filter(|(r, n)| before.get(r) != Some(n))
+            .map(|(r, _)| *r)
+            .collect();
+        (new, answered)
+    };
+    assert_eq!(send(&mut proxy, &tunnelled(&syn(vip, 40_000))), (vec![], 1));
+    let not_vip = IpAddr::from([198, 51, 100, 99]);
+    assert_eq!(
+        send(&mut proxy, &tunnelled(&syn(not_vip, 40_001))),
+        (vec![DropReason::NotAcceptedVip], 0)
+    );
+    let mut bad_outer = tunnelled(&syn(vip, 40_002));
+    bad_outer[10] ^= 0x01;
+    assert_eq!(
+        send(&mut proxy, &bad_outer),
+        (vec![DropReason::Malformed], 0)
+    );
+    let mut bad_tcp = syn(vip, 40_003);
+    let last = bad_tcp.len() - 1;
+    bad_tcp[last] ^= 0x01;
+    assert_eq!(
+        send(&mut proxy, &tunnelled(&bad_tcp)),
+        (vec![DropReason::Malformed], 0)
+    );
+    // CE outside (the outer header's ECN bits 11, its checksum made again), Not-ECT inside.
+    let mut ce = tunnelled(&syn(vip, 40_004));
+    ce[1] |= 0x03;
+    ce[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::ipv4_header(&ce[..20]);
+    ce[10..12].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(send(&mut proxy, &ce), (vec![DropReason::EcnCe], 0));
+    assert_eq!(
+        send(&mut proxy, &syn(vip, 40_005)),
+        (vec![DropReason::NotTunnel], 0)
+    );
+    let elsewhere = IpAddr::from([192, 0, 2, 77]);
+    assert_eq!(
+        send(&mut proxy, &syn(elsewhere, 40_006)),
+        (vec![DropReason::NotLocal], 0)
+    );
+}

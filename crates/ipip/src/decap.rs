@@ -66,6 +66,9 @@ pub struct Decapsulated<'a> {
     pub outer: IpView<'a>,
     /// The inner packet (borrowed, or rewritten when ECN CE had to be copied in).
     pub inner: Cow<'a, [u8]>,
+    /// The inner packet's checked view (its lengths and IPv4 header checksum verified), when
+    /// `inner` is borrowed; `None` when it was rewritten.
+    pub inner_view: Option<IpView<'a>>,
 }
 
 /// One end of an IP-in-IP tunnel: its outer address, the inner addresses (VIPs) it accepts,
@@ -119,6 +122,15 @@ impl TunnelEndpoint {
     pub fn decap<'a>(&self, packet: &'a [u8]) -> Result<Decapsulated<'a>, DecapError> {
         // Outer IP header (with the checksum `ip_rcv` checks); what follows is the inner packet.
         let outer = IpView::new_checked(packet, true).map_err(DecapError::Outer)?;
+        self.decap_view(outer)
+    }
+
+    /// [`TunnelEndpoint::decap`] of a packet its caller has already checked: `outer` is
+    /// `IpView::new_checked(packet, true)` of it.
+    ///
+    /// # Errors
+    /// [`DecapError`] naming why the packet is refused (any but [`DecapError::Outer`]).
+    pub fn decap_view<'a>(&self, outer: IpView<'a>) -> Result<Decapsulated<'a>, DecapError> {
         if outer.dst() != self.local {
             return Err(DecapError::NotLocal {
                 dst: outer.dst(),
@@ -147,14 +159,18 @@ impl TunnelEndpoint {
         let outer_ce = outer.dsfield() & 3 == 3;
         let inner_ecn = inner.dsfield() & 3;
         let bytes = inner.bytes();
-        let inner = if !outer_ce || inner_ecn == 3 {
-            Cow::Borrowed(bytes)
+        let (inner, inner_view) = if !outer_ce || inner_ecn == 3 {
+            (Cow::Borrowed(bytes), Some(inner))
         } else if inner_ecn == 0 {
             return Err(DecapError::EcnCeOnNotEct);
         } else {
-            Cow::Owned(mark_ce(bytes))
+            (Cow::Owned(mark_ce(bytes)), None)
         };
-        Ok(Decapsulated { outer, inner })
+        Ok(Decapsulated {
+            outer,
+            inner,
+            inner_view,
+        })
     }
 
     /// Sends `inner` through the tunnel to `remote`: encapsulates it (TTL and DS inherited),
@@ -243,6 +259,11 @@ mod tests {
             let d = e.decap(&outer).unwrap();
             assert_eq!(d.inner.as_ref(), inner.as_slice());
             assert!(matches!(d.inner, Cow::Borrowed(_)));
+            // The inner view comes with a borrowed inner packet, over the same bytes, and
+            // decapsulating from the caller's checked view gives the same.
+            assert_eq!(d.inner_view.map(|v| v.bytes()), Some(inner.as_slice()));
+            let view = IpView::new_checked(&outer, true).unwrap();
+            assert_eq!(e.decap_view(view), Ok(d));
         }
     }
 
@@ -285,6 +306,10 @@ mod tests {
         let d = e.decap(&outer).unwrap();
         let p = Packet::parse(&d.inner, true).unwrap();
         assert_eq!(p.ip.dsfield() & 3, 3);
+        assert_eq!(
+            d.inner_view, None,
+            "no view of the original over rewritten bytes"
+        );
         let ect6 = syn("2001:db8::cb00:7107", "2001:db8::c633:6401", 1);
         let outer = wrap(&ect6, "192.0.2.101", DsMode::Fixed(3));
         let d = e.decap(&outer).unwrap();

@@ -22,7 +22,9 @@ use std::net::{IpAddr, SocketAddr};
 use tierlab_ipip::{DecapError, TunnelEndpoint};
 use tierlab_wire::frag::{Reassembler, Reassembly};
 use tierlab_wire::icmp::quoted_flow;
-use tierlab_wire::{Duration, Icmpv4Repr, Icmpv6Repr, Instant, IpProto, Packet, Transport, Verify};
+use tierlab_wire::{
+    Duration, Icmpv4Repr, Icmpv6Repr, Instant, IpProto, IpView, Packet, Transport, Verify,
+};
 
 use crate::http::{self, AgentWord};
 use crate::pool::{Balance, CheckConfig, Pool, ServerConfig};
@@ -448,6 +450,60 @@ impl<S: TcpStack> Proxy<S> {
 
     /// Takes a packet addressed to the proxy (see the module documentation).
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) {
+        if !self.deliver_common(now, packet) {
+            self.handle_any(now, packet);
+        }
+        self.process(now);
+    }
+
+    /// The common packets, checked once: a whole, well-formed TCP segment tunnelled to a
+    /// VIP, or sent to the backend-side address; their header is checked here, and the
+    /// tunnel and the stack go on from that check (`decap_view`, `TcpStack::handle_ip`).
+    /// Returns false, with nothing done, for any other packet: `handle_any` then takes it
+    /// and finds what is wrong with it, so a drop's reason is the same either way.
+    fn deliver_common(&mut self, now: Instant, packet: &[u8]) -> bool {
+        let Ok(ip) = IpView::new_checked(packet, true) else {
+            return false;
+        };
+        // (`handle_any` tells a tunnel by the fixed header's protocol: an IPv6 packet with
+        // extension headers is left to it.)
+        if ip.is_fragment() || (!ip.is_ipv4() && ip.transport_offset() != 40) {
+            return false;
+        }
+        let dst = ip.dst();
+        let ip = match ip.proto() {
+            IpProto::Ipip | IpProto::Ipv6 => {
+                let tunnel = match &self.tunnel6 {
+                    Some(t) if self.cfg.tunnel_addr_v6 == Some(dst) => t,
+                    _ if dst == self.cfg.tunnel_addr => &self.tunnel,
+                    _ => return false,
+                };
+                match tunnel.decap_view(ip) {
+                    Ok(d) => match d.inner_view {
+                        Some(inner) if inner.proto() == IpProto::Tcp => inner,
+                        _ => return false,
+                    },
+                    Err(_) => return false,
+                }
+            }
+            IpProto::Tcp
+                if dst == self.cfg.tunnel_addr
+                    || self.cfg.tunnel_addr_v6 == Some(dst)
+                    || dst == self.cfg.backend_addr =>
+            {
+                ip
+            }
+            _ => return false,
+        };
+        if self.stack.handle_ip(now, &ip).is_err() {
+            self.drop_packet(DropReason::Malformed);
+        }
+        true
+    }
+
+    /// Any packet addressed to the proxy: fragments reassembled, tunnels opened, ICMP
+    /// errors, drops with their reason.
+    fn handle_any(&mut self, now: Instant, packet: &[u8]) {
         let is_frag = match packet.first().map(|b| b >> 4) {
             Some(4) => {
                 packet.len() >= 8 && u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0
@@ -465,7 +521,6 @@ impl<S: TcpStack> Proxy<S> {
         } else {
             self.handle_whole(now, packet);
         }
-        self.process(now);
     }
 
     fn handle_whole(&mut self, now: Instant, packet: &[u8]) {

@@ -1646,6 +1646,14 @@ impl TcpStack for ScriptedStack {
     }
 
     fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), StackError> {
+        // The IP header is always checked (`Verify::IpHeader` at least).
+        let ip = IpView::new_checked(packet, true)?;
+        self.handle_ip(now, &ip)
+    }
+
+    fn handle_ip(&mut self, now: Instant, ip: &IpView<'_>) -> Result<(), StackError> {
+        let ip = *ip;
+        let packet = ip.bytes();
         let verify = if self.cfg.verify_checksums {
             Verify::All
         } else {
@@ -1654,7 +1662,6 @@ impl TcpStack for ScriptedStack {
         // The common case, a whole packet, is read through the checked views (no header
         // copied out); a fragment goes through the full parser, which knows what to make of
         // one.
-        let ip = IpView::new_checked(packet, verify != Verify::Nothing)?;
         if self.predict && self.established_fast(now, &ip, verify == Verify::All) {
             #[cfg(test)]
             {

@@ -18,7 +18,8 @@ use std::net::SocketAddr;
 use thiserror::Error;
 use tierlab_wire::icmp::quoted_tcp;
 use tierlab_wire::{
-    Icmpv4Repr, Icmpv6Repr, Instant, Packet, TcpFlags, TcpRepr, TcpSeq, Transport, WireError,
+    Icmpv4Repr, Icmpv6Repr, Instant, IpView, Packet, TcpFlags, TcpRepr, TcpSeq, Transport,
+    WireError,
 };
 
 /// A connection handle, valid from the event that announces it ([`TcpEvent::Accepted`], or the
@@ -220,6 +221,17 @@ pub trait TcpStack {
         max: usize,
     ) -> Result<usize, StackError> {
         splice_through(self, &mut Vec::new(), now, from, to, max)
+    }
+
+    /// [`TcpStack::handle_packet`] for a packet its caller has already checked: `ip` is
+    /// `IpView::new_checked(packet, true)` of it (its lengths and IPv4 header checksum
+    /// verified, as the stack would). The default hands the bytes to `handle_packet`; a
+    /// stack that reads packets through the view goes on from it without checking again.
+    ///
+    /// # Errors
+    /// As [`TcpStack::handle_packet`].
+    fn handle_ip(&mut self, now: Instant, ip: &IpView<'_>) -> Result<(), StackError> {
+        self.handle_packet(now, ip.bytes())
     }
 
     /// Lets the stack do a relay's splices itself. For an application whose answer to a
