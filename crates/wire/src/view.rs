@@ -40,6 +40,7 @@ impl<'a> IpView<'a> {
     ///
     /// # Errors
     /// The [`WireError`] that says what is wrong and where.
+    #[inline(always)]
     pub fn new_checked(buf: &'a [u8], verify_checksum: bool) -> Result<Self> {
         match buf.first().map(|b| b >> 4) {
             Some(4) => {
