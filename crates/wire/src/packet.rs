@@ -452,7 +452,7 @@ impl PacketBuilder {
         payload_sum: Option<crate::checksum::BytesSum>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        if tcp.mss.is_none() && tcp.window_scale.is_none() && !tcp.sack_permitted {
+        if tcp.window_scale.is_none() && !tcp.sack_permitted {
             return Self::tcp_plain_into(src, dst, tcp, payload, payload_sum, out);
         }
         // The IP header and the TCP header (at most 60 bytes) are written on the stack, then
@@ -514,10 +514,11 @@ impl PacketBuilder {
         Ok(())
     }
 
-    /// [`PacketBuilder::tcp_segment_into`] for a segment without TCP options (every segment
-    /// but a SYN): the headers are made as big-endian words from the fields, summed from
-    /// those words, and appended to `out` once each. Nothing written is read back (summing
-    /// the bytes just written made each read wait on the narrower stores before it).
+    /// [`PacketBuilder::tcp_segment_into`] for a segment with no TCP option but the MSS
+    /// (every segment a scripted stack sends): the headers are made as big-endian words
+    /// from the fields, summed from those words, and appended to `out` once each. Nothing
+    /// written is read back (summing the bytes just written made each read wait on the
+    /// narrower stores before it).
     fn tcp_plain_into(
         src: IpAddr,
         dst: IpAddr,
@@ -537,15 +538,20 @@ impl PacketBuilder {
             }
             None => BytesSum::of(payload),
         };
-        let l4 = crate::tcp::HEADER_LEN + payload.len();
-        // RFC 9293 §3.1: ports; sequence number; acknowledgement number; data offset 5,
+        // The MSS option (RFC 9293 §3.2, kind 2, length 4) as one more header word.
+        let mss = tcp.mss.map(|m| 0x0204_0000 | u32::from(m));
+        let thl = crate::tcp::HEADER_LEN + if mss.is_some() { 4 } else { 0 };
+        let l4 = thl + payload.len();
+        // RFC 9293 §3.1: ports; sequence number; acknowledgement number; data offset,
         // flags, window; checksum (below) and urgent pointer 0.
         let ports = (u32::from(tcp.sport) << 16) | u32::from(tcp.dport);
-        let offset_flags_window = (0x5000 | u32::from(tcp.flags.0)) << 16 | u32::from(tcp.window);
+        let offset_flags_window =
+            ((thl as u32 / 4) << 12 | u32::from(tcp.flags.0)) << 16 | u32::from(tcp.window);
         let head = u64::from(ports)
             + u64::from(tcp.seq.0)
             + u64::from(tcp.ack.0)
-            + u64::from(offset_flags_window);
+            + u64::from(offset_flags_window)
+            + u64::from(mss.unwrap_or(0));
         let proto = u64::from(IpProto::Tcp.number());
         let words = |a: u128| {
             u64::from(a as u32)
@@ -577,7 +583,7 @@ impl PacketBuilder {
                 out.extend_from_slice(&((u64::from(w0) << 32) | u64::from(w1)).to_be_bytes());
                 out.extend_from_slice(&(ttl_proto | u32::from(ip_sum)).to_be_bytes());
                 out.extend_from_slice(&((u64::from(s) << 32) | u64::from(d)).to_be_bytes());
-                Self::tcp_plain_words(out, tcp, ports, offset_flags_window, tcp_sum);
+                Self::tcp_plain_words(out, tcp, ports, offset_flags_window, tcp_sum, mss);
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 let plen = u16::try_from(l4).map_err(|_| {
@@ -595,7 +601,7 @@ impl PacketBuilder {
                 out.extend_from_slice(&fixed.to_be_bytes());
                 out.extend_from_slice(&s.to_be_bytes());
                 out.extend_from_slice(&d.to_be_bytes());
-                Self::tcp_plain_words(out, tcp, ports, offset_flags_window, tcp_sum);
+                Self::tcp_plain_words(out, tcp, ports, offset_flags_window, tcp_sum, mss);
             }
             _ => return Err(WireError::MixedFamilies),
         }
@@ -603,11 +609,24 @@ impl PacketBuilder {
         Ok(())
     }
 
-    /// Appends the 20-byte TCP header of [`PacketBuilder::tcp_plain_into`].
-    fn tcp_plain_words(out: &mut Vec<u8>, tcp: &TcpRepr, ports: u32, ofw: u32, checksum: u16) {
+    /// Appends the TCP header of [`PacketBuilder::tcp_plain_into`] (with the MSS option's
+    /// word when there is one).
+    fn tcp_plain_words(
+        out: &mut Vec<u8>,
+        tcp: &TcpRepr,
+        ports: u32,
+        ofw: u32,
+        checksum: u16,
+        mss: Option<u32>,
+    ) {
         out.extend_from_slice(&((u64::from(ports) << 32) | u64::from(tcp.seq.0)).to_be_bytes());
         out.extend_from_slice(&((u64::from(tcp.ack.0) << 32) | u64::from(ofw)).to_be_bytes());
-        out.extend_from_slice(&(u32::from(checksum) << 16).to_be_bytes());
+        match mss {
+            Some(m) => {
+                out.extend_from_slice(&((u64::from(checksum) << 48) | u64::from(m)).to_be_bytes())
+            }
+            None => out.extend_from_slice(&(u32::from(checksum) << 16).to_be_bytes()),
+        }
     }
 
     /// Builds a UDP datagram.
@@ -793,14 +812,16 @@ mod tests {
     proptest! {
         // A fixed seed: a test run is a function of the code (see tests/common/props.rs).
         #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(0x7469_6572_6c61_6202), ..ProptestConfig::default() })]
-        /// A segment without options (every one but a SYN) takes the word-by-word writer:
-        /// the builder's bytes, over both families, any flags, with and without a payload
-        /// sum, and appended after nothing left over from the buffer's last use.
+        /// A segment with no option but the MSS (every one a scripted stack sends) takes the
+        /// word-by-word writer: the builder's bytes, over both families, any flags, with
+        /// and without the MSS and a payload sum, and nothing left over from the buffer's
+        /// last use.
         #[test]
         fn plain_segment_equals_the_builder(
             v6 in any::<bool>(), s in any::<u128>(), d in any::<u128>(),
             ports in any::<(u16, u16)>(), seq in any::<u32>(), ack in any::<u32>(),
             flags in any::<u8>(), window in any::<u16>(),
+            mss in proptest::option::of(any::<u16>()),
             payload in proptest::collection::vec(any::<u8>(), 0..1600),
         ) {
             let (src, dst) = if v6 {
@@ -810,7 +831,7 @@ mod tests {
             };
             let t = TcpRepr {
                 sport: ports.0, dport: ports.1, seq: crate::TcpSeq(seq), ack: crate::TcpSeq(ack),
-                flags: TcpFlags(flags), window, ..TcpRepr::default()
+                flags: TcpFlags(flags), window, mss, ..TcpRepr::default()
             };
             let want = PacketBuilder::new(src, dst).unwrap().tcp(&t, &payload).unwrap();
             let mut got = vec![0xa5; 77];
