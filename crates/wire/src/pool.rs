@@ -31,6 +31,7 @@ thread_local! {
 }
 
 /// An empty buffer with room for at least `min` bytes: a recycled one when there is one.
+#[inline]
 pub fn take(min: usize) -> Vec<u8> {
     let class = usize::from(min > SMALL_CAPACITY);
     SPARE.with(|s| {
