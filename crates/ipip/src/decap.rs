@@ -131,7 +131,7 @@ impl TunnelEndpoint {
     /// # Errors
     /// [`DecapError`] naming why the packet is refused (any but [`DecapError::Outer`]).
     pub fn decap_view<'a>(&self, outer: IpView<'a>) -> Result<Decapsulated<'a>, DecapError> {
-        if outer.dst() != self.local {
+        if !outer.dst_is(&self.local) {
             return Err(DecapError::NotLocal {
                 dst: outer.dst(),
                 local: self.local,
@@ -153,7 +153,7 @@ impl TunnelEndpoint {
         // The inner packet goes through `ip_rcv` again after decapsulation: its IPv4 header
         // checksum is checked there; its transport checksum is the receiving stack's business.
         let inner = IpView::new_checked(inner_bytes, true).map_err(DecapError::Inner)?;
-        if !self.vips.contains(&inner.dst()) {
+        if !self.vips.iter().any(|v| inner.dst_is(v)) {
             return Err(DecapError::NotAcceptedVip(inner.dst()));
         }
         let outer_ce = outer.dsfield() & 3 == 3;

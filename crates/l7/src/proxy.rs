@@ -470,12 +470,12 @@ impl<S: TcpStack> Proxy<S> {
         if ip.is_fragment() || (!ip.is_ipv4() && ip.transport_offset() != 40) {
             return false;
         }
-        let dst = ip.dst();
+        let to_tunnel6 = self.cfg.tunnel_addr_v6.is_some_and(|a| ip.dst_is(&a));
         let ip = match ip.proto() {
             IpProto::Ipip | IpProto::Ipv6 => {
                 let tunnel = match &self.tunnel6 {
-                    Some(t) if self.cfg.tunnel_addr_v6 == Some(dst) => t,
-                    _ if dst == self.cfg.tunnel_addr => &self.tunnel,
+                    Some(t) if to_tunnel6 => t,
+                    _ if ip.dst_is(&self.cfg.tunnel_addr) => &self.tunnel,
                     _ => return false,
                 };
                 match tunnel.decap_view(ip) {
@@ -487,9 +487,9 @@ impl<S: TcpStack> Proxy<S> {
                 }
             }
             IpProto::Tcp
-                if dst == self.cfg.tunnel_addr
-                    || self.cfg.tunnel_addr_v6 == Some(dst)
-                    || dst == self.cfg.backend_addr =>
+                if ip.dst_is(&self.cfg.tunnel_addr)
+                    || to_tunnel6
+                    || ip.dst_is(&self.cfg.backend_addr) =>
             {
                 ip
             }

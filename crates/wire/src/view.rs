@@ -175,6 +175,16 @@ impl<'a> IpView<'a> {
         addrs + u64::from(self.proto.number()) + (b.len() - usize::from(self.l4)) as u64
     }
 
+    /// Whether the destination is `addr`, compared in place (no `IpAddr` made).
+    #[inline]
+    pub fn dst_is(&self, addr: &IpAddr) -> bool {
+        let b = self.buf;
+        match addr {
+            IpAddr::V4(a) => self.is_ipv4() && b[16..20] == a.octets(),
+            IpAddr::V6(a) => !self.is_ipv4() && b[24..40] == a.octets(),
+        }
+    }
+
     /// Upper-layer protocol (past IPv6 extension headers).
     pub fn proto(&self) -> IpProto {
         self.proto
@@ -407,6 +417,7 @@ mod tests {
             let p = Packet::parse(&bytes, true).unwrap();
             let v = IpView::new_checked(&bytes, true).unwrap();
             prop_assert_eq!(v.flow_key(), p.flow_key());
+            prop_assert!(v.dst_is(&d) && (s == d || !v.dst_is(&s)));
             prop_assert_eq!((v.ttl(), v.dsfield(), v.len(), v.payload().len()), (p.ip.ttl(), p.ip.dsfield(), p.len, bytes.len() - p.transport_offset));
             let tv = v.tcp().unwrap();
             prop_assert_eq!((tv.sport(), tv.dport(), tv.seq(), tv.flags()), (sport, dport, TcpSeq(seq), TcpFlags(flags)));
