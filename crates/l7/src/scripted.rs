@@ -1024,24 +1024,28 @@ impl ScriptedStack {
     }
 
     /// Header prediction (Van Jacobson's, as Linux `tcp_rcv_established` does it): the
-    /// common segment, an ACK with or without data at exactly RCV.NXT on an established
-    /// connection, with no option, flag or sequence number that asks for more, is read
-    /// straight from the packet's bytes and goes to the ACK and data processing at once,
-    /// past the checks of `segment` that it passes by construction. Returns false, with
-    /// nothing done, for any other segment (the general path then takes it, and reports
-    /// what is wrong with it, a bad checksum included).
+    /// common segment, an ACK with or without data (or a FIN) at exactly RCV.NXT on a
+    /// synchronized connection (Linux predicts in ESTABLISHED only; here the closing states
+    /// too, whose processing is the same past `segment`'s checks), with no option, flag or
+    /// sequence number that asks for more, is read straight from the packet's bytes and
+    /// goes to the ACK and data processing at once, past the checks of `segment` that it
+    /// passes by construction. Returns false, with nothing done, for any other segment (the
+    /// general path then takes it, and reports what is wrong with it, a bad checksum
+    /// included).
     fn established_fast(&mut self, now: Instant, ip: &IpView<'_>, verify: bool) -> bool {
         if ip.is_fragment() || ip.proto() != IpProto::Tcp {
             return false;
         }
         let body = ip.payload();
-        // A 20-byte header (data offset 5), flags ACK or ACK|PSH and nothing else.
+        // A 20-byte header (data offset 5), flags ACK with PSH or FIN or both, or alone,
+        // and nothing else.
         let Some(&[.., h12, h13]) = body.get(..14) else {
             return false;
         };
-        if h12 != 0x50 || (h13 != 0x10 && h13 != 0x18) || body.len() < 20 {
+        if h12 != 0x50 || h13 & !(0x08 | 0x01) != 0x10 || body.len() < 20 {
             return false;
         }
+        let fin = h13 & 0x01 != 0;
         let (head, payload) = body.split_at(20);
         let sum = if verify {
             let sum = BytesSum::of(payload);
@@ -1069,18 +1073,21 @@ impl ScriptedStack {
         let Some(t) = self.slots[slot as usize].as_ref() else {
             return false;
         };
-        // RFC 9293 §3.10.7.4: at RCV.NXT a segment is acceptable when it carries nothing
-        // or the window is open; its ACK is of something sent.
+        // RFC 9293 §3.10.7.4: at RCV.NXT a segment is acceptable when it occupies no
+        // sequence space or the window is open; its ACK is of something sent. (SYN-SENT,
+        // SYN-RECEIVED and TIME-WAIT have their own rules: the general path.)
         let wnd = (t.rcv_adv.diff(t.rcv_nxt).max(0) as u32).max(t.rcv_wnd(cap));
-        if t.state != State::Established
-            || seq != t.rcv_nxt
-            || (!payload.is_empty() && wnd == 0)
+        if matches!(
+            t.state,
+            State::SynSent | State::SynReceived | State::TimeWait
+        ) || seq != t.rcv_nxt
+            || ((!payload.is_empty() || fin) && wnd == 0)
             || ack.diff(t.snd_max) > 0
         {
             return false;
         }
         if self.process_ack(now, slot, ack, window) {
-            self.process_data(now, slot, (seq, false), (payload, sum), 0);
+            self.process_data(now, slot, (seq, fin), (payload, sum), 0);
         }
         true
     }
@@ -2315,5 +2322,45 @@ mod tests {
             Some(State::SynSent)
         );
         let _ = kept;
+    }
+
+    /// Header prediction takes the closing exchange too: a FIN on an established
+    /// connection, the FIN back in CLOSE-WAIT's reply and the last ACK in LAST-ACK; the
+    /// handshake's segments take the general path.
+    #[test]
+    fn header_prediction_takes_fins_and_closing_states() {
+        let cfg = ScriptedConfig::default();
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let (a_addr, b_addr) = (sa("192.0.2.1:40000"), sa("192.0.2.2:80"));
+        let mut a = ScriptedStack::new(cfg.clone());
+        let mut b = ScriptedStack::new(cfg);
+        a.add_address(a_addr.ip());
+        b.add_address(b_addr.ip());
+        b.listen(b_addr).unwrap();
+        let now = Instant::from_millis(1);
+        let c = a.connect(now, a_addr, b_addr).unwrap();
+        settle(&mut [&mut a, &mut b], now);
+        assert_eq!(
+            (a.predicted, b.predicted),
+            (0, 0),
+            "the handshake is not predicted"
+        );
+        let accepted = loop {
+            match b.poll_event() {
+                Some(TcpEvent::Accepted { id, .. }) => break id,
+                Some(_) => {}
+                None => panic!("no connection accepted"),
+            }
+        };
+        a.close(now, c).unwrap();
+        settle(&mut [&mut a, &mut b], now);
+        assert_eq!(b.state_of(b_addr, a_addr), Some(State::CloseWait));
+        assert_eq!(b.predicted, 1, "the FIN");
+        b.close(now, accepted).unwrap();
+        settle(&mut [&mut a, &mut b], now);
+        assert_eq!(a.state_of(a_addr, b_addr), Some(State::TimeWait));
+        assert_eq!(b.state_of(b_addr, a_addr), None, "LAST-ACK ended");
+        // A: the ACK of its FIN (FIN-WAIT-1), then B's FIN (FIN-WAIT-2); B: the last ACK.
+        assert_eq!((a.predicted, b.predicted), (2, 2));
     }
 }
