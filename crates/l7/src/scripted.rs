@@ -1924,18 +1924,20 @@ mod tests {
         }
     }
 
-    /// A relay moves a client's bytes (IPv4) to a server (IPv6) with `splice`, whole and in
-    /// parts, in runs of odd and even lengths: the server gets every byte in order, every
-    /// segment's checksum verifies (debug builds also check each reused sum against the
-    /// bytes), and a run received whole is sent on under its received sum.
-    #[test]
-    fn relayed_bytes_go_out_under_their_received_sums() {
-        let cfg = ScriptedConfig::default();
-        let (mut client, mut relay, mut server) = (
-            ScriptedStack::new(cfg.clone()),
-            ScriptedStack::new(cfg.clone()),
-            ScriptedStack::new(cfg),
-        );
+    /// The relay tests' hosts: a client (IPv4), a relay host listening on a VIP with an
+    /// IPv6 source for its side, and a server (IPv6) listening; the client's connection to
+    /// the relay and the relay's to the server opened (`c`, `out`), header prediction as
+    /// `predict` says; the time.
+    fn relay_trio(
+        predict: bool,
+    ) -> (
+        ScriptedStack,
+        ScriptedStack,
+        ScriptedStack,
+        ConnId,
+        ConnId,
+        Instant,
+    ) {
         let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
         let (c_addr, r_in, r_out, s_addr) = (
             sa("203.0.113.7:40000"),
@@ -1943,6 +1945,13 @@ mod tests {
             sa("[2001:db8::1]:50000"),
             sa("[2001:db8::2]:8080"),
         );
+        let cfg = ScriptedConfig::default();
+        let mut client = ScriptedStack::new(cfg.clone());
+        let mut relay = ScriptedStack::new(cfg.clone());
+        let mut server = ScriptedStack::new(cfg);
+        for h in [&mut client, &mut relay, &mut server] {
+            h.predict = predict;
+        }
         client.add_address(c_addr.ip());
         relay.add_address(r_in.ip());
         relay.add_address(r_out.ip());
@@ -1952,6 +1961,16 @@ mod tests {
         let now = Instant::from_millis(1);
         let c = client.connect(now, c_addr, r_in).unwrap();
         let out = relay.connect(now, r_out, s_addr).unwrap();
+        (client, relay, server, c, out, now)
+    }
+
+    /// A relay moves a client's bytes (IPv4) to a server (IPv6) with `splice`, whole and in
+    /// parts, in runs of odd and even lengths: the server gets every byte in order, every
+    /// segment's checksum verifies (debug builds also check each reused sum against the
+    /// bytes), and a run received whole is sent on under its received sum.
+    #[test]
+    fn relayed_bytes_go_out_under_their_received_sums() {
+        let (mut client, mut relay, mut server, c, out, now) = relay_trio(true);
         settle(&mut [&mut client, &mut relay, &mut server], now);
         let accepted = |h: &mut ScriptedStack| loop {
             match h.poll_event() {
@@ -2117,29 +2136,7 @@ mod tests {
     /// `TcpStack::relay` when `bind`; requests, responses of several sizes (a burst of full
     /// segments, small writes, more than a window), delayed ACKs that fire, both closes.
     fn relay_run(bind: bool, predict: bool) -> RelayHosts {
-        let cfg = ScriptedConfig::default();
-        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let (c_addr, r_in, r_out, s_addr) = (
-            sa("203.0.113.7:40000"),
-            sa("198.51.100.1:80"),
-            sa("[2001:db8::1]:50000"),
-            sa("[2001:db8::2]:8080"),
-        );
-        let mut client = ScriptedStack::new(cfg.clone());
-        let mut relay = ScriptedStack::new(cfg.clone());
-        let mut server = ScriptedStack::new(cfg);
-        for h in [&mut client, &mut relay, &mut server] {
-            h.predict = predict;
-        }
-        client.add_address(c_addr.ip());
-        relay.add_address(r_in.ip());
-        relay.add_address(r_out.ip());
-        server.add_address(s_addr.ip());
-        relay.listen(r_in).unwrap();
-        server.listen(s_addr).unwrap();
-        let mut now = Instant::from_millis(1);
-        let c = client.connect(now, c_addr, r_in).unwrap();
-        let out = relay.connect(now, r_out, s_addr).unwrap();
+        let (client, relay, server, c, out, mut now) = relay_trio(predict);
         let mut h = RelayHosts {
             client,
             relay,
@@ -2242,10 +2239,15 @@ mod tests {
         }
     }
 
-    /// A segment that header prediction would take, with one payload bit flipped, is
-    /// refused as the general path refuses it: a bad TCP checksum, and nothing sent.
-    #[test]
-    fn a_corrupted_segment_is_refused_with_or_without_prediction() {
+    /// Two hosts with a connection from `a` to `b` established (`b` has not taken its
+    /// `Accepted` event): the hosts, `a`'s handle, the two ends, the time.
+    fn connected_pair() -> (
+        ScriptedStack,
+        ScriptedStack,
+        ConnId,
+        (SocketAddr, SocketAddr),
+        Instant,
+    ) {
         let cfg = ScriptedConfig::default();
         let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
         let (a_addr, b_addr) = (sa("192.0.2.1:40000"), sa("192.0.2.2:80"));
@@ -2257,6 +2259,14 @@ mod tests {
         let now = Instant::from_millis(1);
         let c = a.connect(now, a_addr, b_addr).unwrap();
         settle(&mut [&mut a, &mut b], now);
+        (a, b, c, (a_addr, b_addr), now)
+    }
+
+    /// A segment that header prediction would take, with one payload bit flipped, is
+    /// refused as the general path refuses it: a bad TCP checksum, and nothing sent.
+    #[test]
+    fn a_corrupted_segment_is_refused_with_or_without_prediction() {
+        let (mut a, mut b, c, _, now) = connected_pair();
         a.send(now, c, b"hello").unwrap();
         let seg = a.poll_transmit().expect("a data segment");
         let mut bad = seg.clone();
@@ -2329,17 +2339,7 @@ mod tests {
     /// handshake's segments take the general path.
     #[test]
     fn header_prediction_takes_fins_and_closing_states() {
-        let cfg = ScriptedConfig::default();
-        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
-        let (a_addr, b_addr) = (sa("192.0.2.1:40000"), sa("192.0.2.2:80"));
-        let mut a = ScriptedStack::new(cfg.clone());
-        let mut b = ScriptedStack::new(cfg);
-        a.add_address(a_addr.ip());
-        b.add_address(b_addr.ip());
-        b.listen(b_addr).unwrap();
-        let now = Instant::from_millis(1);
-        let c = a.connect(now, a_addr, b_addr).unwrap();
-        settle(&mut [&mut a, &mut b], now);
+        let (mut a, mut b, c, (a_addr, b_addr), now) = connected_pair();
         assert_eq!(
             (a.predicted, b.predicted),
             (0, 0),
