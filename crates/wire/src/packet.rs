@@ -453,7 +453,7 @@ impl PacketBuilder {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         if tcp.window_scale.is_none() && !tcp.sack_permitted {
-            return Self::tcp_plain_into((src, dst), tcp, (payload, payload_sum), out);
+            return Self::tcp_plain_into(src, dst, tcp, payload, payload_sum, out);
         }
         // The IP header and the TCP header (at most 60 bytes) are written on the stack, then
         // appended with the payload.
@@ -520,9 +520,11 @@ impl PacketBuilder {
     /// written is read back (summing the bytes just written made each read wait on the
     /// narrower stores before it).
     fn tcp_plain_into(
-        (src, dst): (IpAddr, IpAddr),
+        src: IpAddr,
+        dst: IpAddr,
         tcp: &TcpRepr,
-        (payload, payload_sum): (&[u8], Option<crate::checksum::BytesSum>),
+        payload: &[u8],
+        payload_sum: Option<crate::checksum::BytesSum>,
         out: &mut Vec<u8>,
     ) -> Result<()> {
         use crate::checksum::{BytesSum, finish};
