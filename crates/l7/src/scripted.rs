@@ -353,6 +353,14 @@ impl Tcb {
         self.set_rcv_sum(empty.then_some(BytesSum::default()));
     }
 
+    /// After the application read (the receive buffer holding what is left): whether the
+    /// window has grown, against what was advertised, by min(RCV.BUFF/2, MSS), so that a
+    /// window update is due (RFC 1122 §4.2.3.3).
+    fn read_reopens_window(&self, cap: u32) -> bool {
+        let adv = self.rcv_adv.diff(self.rcv_nxt).max(0) as u32;
+        self.rcv_wnd(cap).saturating_sub(adv) >= (cap / 2).min(u32::from(self.mss))
+    }
+
     fn can_send_data(&self) -> bool {
         matches!(self.state, State::Established | State::CloseWait)
     }
@@ -373,7 +381,7 @@ pub struct ScriptedStack {
     events: VecDeque<TcpEvent>,
     scratch: Vec<u8>,
     spare: Vec<VecDeque<u8>>,
-    /// Header prediction on (`established_fast`); tests turn it off to compare.
+    /// Header prediction on (`header_prediction`); tests turn it off to compare.
     predict: bool,
     /// Segments header prediction took (tests read it).
     #[cfg(test)]
@@ -1032,7 +1040,7 @@ impl ScriptedStack {
     /// passes by construction. Returns false, with nothing done, for any other segment (the
     /// general path then takes it, and reports what is wrong with it, a bad checksum
     /// included).
-    fn established_fast(&mut self, now: Instant, ip: &IpView<'_>, verify: bool) -> bool {
+    fn header_prediction(&mut self, now: Instant, ip: &IpView<'_>, verify: bool) -> bool {
         if ip.is_fragment() || ip.proto() != IpProto::Tcp {
             return false;
         }
@@ -1145,13 +1153,11 @@ impl ScriptedStack {
         let dst = to.slot;
         self.queue(dst, [payload, &[]], n, sum);
         let delack = self.cfg.delayed_ack.as_nanos();
-        let mss = self.slots[slot as usize].as_ref().map_or(536, |t| t.mss);
         let t = self.slots[slot as usize].as_mut().expect("checked");
         t.rcv_nxt = t.rcv_nxt + n as u32;
         t.rcv_unacked += n as u32;
-        // `after_read`: the window the read reopens, against what was advertised.
-        let adv = t.rcv_adv.diff(t.rcv_nxt).max(0) as u32;
-        if t.rcv_wnd(cap).saturating_sub(adv) >= (cap / 2).min(u32::from(mss)) {
+        // What `after_read` decides after the application's read.
+        if t.read_reopens_window(cap) {
             self.send_ack(slot);
         } else if t.ack_at == NONE {
             t.ack_at = now.as_nanos() + delack;
@@ -1339,14 +1345,12 @@ impl ScriptedStack {
         let cap = self.cfg.rcv_buf;
         let t = self.slots[slot as usize].as_mut().expect("caller checked");
         recycle(&mut self.spare, &mut t.rcv_buf);
-        let adv = t.rcv_adv.diff(t.rcv_nxt).max(0) as u32;
-        let now_wnd = t.rcv_wnd(cap);
         if n > 0
             && matches!(
                 t.state,
                 State::Established | State::FinWait1 | State::FinWait2
             )
-            && now_wnd.saturating_sub(adv) >= (cap / 2).min(u32::from(t.mss))
+            && t.read_reopens_window(cap)
         {
             self.send_ack(slot);
         }
@@ -1669,7 +1673,7 @@ impl TcpStack for ScriptedStack {
         // The common case, a whole packet, is read through the checked views (no header
         // copied out); a fragment goes through the full parser, which knows what to make of
         // one.
-        if self.predict && self.established_fast(now, &ip, verify == Verify::All) {
+        if self.predict && self.header_prediction(now, &ip, verify == Verify::All) {
             #[cfg(test)]
             {
                 self.predicted += 1;
@@ -2215,7 +2219,7 @@ mod tests {
         );
     }
 
-    /// Header prediction (`established_fast`) changes no packet: the same exchanges, with
+    /// Header prediction (`header_prediction`) changes no packet: the same exchanges, with
     /// and without it, send the same packets from every host, and it takes most segments.
     #[test]
     fn header_prediction_changes_no_packet() {
